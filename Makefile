@@ -1,0 +1,90 @@
+# outboxd — build, test and local-stack targets. `make help` lists them.
+PREFIX    ?= /usr/local
+BUILD     ?= build
+CC        ?= cc
+PKGS      := libpq libevent libcurl rdkafka libcyaml jansson
+VERSION   := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CFLAGS   ?= -O2 -g
+WARN     := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral -Wstrict-prototypes -Wmissing-prototypes
+CPPFLAGS += -D_GNU_SOURCE -DOUTBOXD_VERSION='"$(VERSION)"' -DOUTBOXD_DATADIR='"$(PREFIX)/share/outboxd"' -Idispatcher
+ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(PKG_CFLAGS) $(EXTRA_CFLAGS)
+LDLIBS   += $(PKG_LIBS) -lm $(EXTRA_LDFLAGS)
+
+SRCS      := $(wildcard dispatcher/*.c)
+LIB_SRCS  := $(filter-out dispatcher/main.c,$(SRCS))
+OBJS      := $(patsubst dispatcher/%.c,$(BUILD)/obj/%.o,$(SRCS))
+LIB_OBJS  := $(patsubst dispatcher/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
+
+.PHONY: all deps asan unit unit-valgrind test test-sql test-integration install clean run help \
+        kafka-up kafka-down bench check-sources
+
+all: $(BUILD)/outboxd
+
+help:
+	@echo "make deps            install system packages (Debian) needed to build and test"
+	@echo "make                 build $(BUILD)/outboxd"
+	@echo "make asan            build build-asan/outboxd with ASan+UBSan"
+	@echo "make test            every test: C unit, pgTAP, integration (starts its own services)"
+	@echo "make run             local stack: PostgreSQL + smtp-sink (+ Kafka with KAFKA=1) + outboxd"
+	@echo "make kafka-up/down   a local single-node Apache Kafka 4 (KRaft) on 127.0.0.1:\$$KAFKA_PORT"
+	@echo "make bench           benchmarks under tests/bench (print ratios, not pass/fail)"
+	@echo "make install PREFIX=/usr/local"
+
+deps:
+	@bash ops/scripts/deps.sh
+
+$(BUILD)/obj/%.o: dispatcher/%.c $(wildcard dispatcher/*.h) | $(BUILD)/obj
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/outboxd: $(OBJS)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/unit/%: tests/unit/%.c $(LIB_OBJS) tests/unit/testutil.h | $(BUILD)/unit
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(LIB_OBJS) $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/obj $(BUILD)/unit:
+	mkdir -p $@
+
+asan:
+	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
+	    EXTRA_LDFLAGS="-fsanitize=address,undefined" all unit-bins
+
+unit-bins: $(UNIT_BINS)
+
+# C unit tests: pure logic, no database or network.
+unit: $(UNIT_BINS)
+	@bash tests/unit/run.sh $(UNIT_BINS)
+
+unit-valgrind: $(UNIT_BINS)
+	@VALGRIND=1 bash tests/unit/run.sh $(UNIT_BINS)
+
+# Everything, one command. Starts and removes its own PostgreSQL, SMTP servers and Kafka.
+test: all $(UNIT_BINS)
+	@bash tests/run.sh
+
+run: all
+	@bash ops/scripts/run-local.sh
+
+kafka-up:
+	@bash ops/scripts/kafka.sh up
+
+kafka-down:
+	@bash ops/scripts/kafka.sh down
+
+bench: all
+	@bash tests/bench/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/outboxd/migrations $(DESTDIR)$(PREFIX)/share/outboxd/sql
+	install -m 0755 $(BUILD)/outboxd $(DESTDIR)$(PREFIX)/bin/outboxd
+	install -m 0644 migrations/*.sql $(DESTDIR)$(PREFIX)/share/outboxd/migrations/
+	install -m 0644 sql/*.sql $(DESTDIR)$(PREFIX)/share/outboxd/sql/
+
+clean:
+	rm -rf build build-asan
