@@ -1,0 +1,50 @@
+-- Email lifecycle events: the 'email.queued' event written in the producer's own transaction,
+-- and the naming of the events that claim/complete/cancel/requeue write.
+
+-- Every lifecycle event has: aggregate_type 'email', aggregate_id = messages.message_id (the
+-- RFC 5322 Message-ID, stable across retries and restores, so one message's events share a
+-- Kafka key and keep their order), message_id = messages.id, and payload
+-- {id, message_id, state, attempts, code, error} describing the row after the change.
+CREATE OR REPLACE FUNCTION outbox.lifecycle_type(p_state text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $fn$
+    SELECT 'email.' || CASE p_state WHEN 'pending' THEN 'retry' ELSE p_state END
+$fn$;
+COMMENT ON FUNCTION outbox.lifecycle_type(text) IS
+    'Lifecycle event type for a message that just entered p_state (pending after an attempt = email.retry)';
+
+-- Statement-level AFTER INSERT trigger on messages: one INSERT ... SELECT per statement
+-- from the transition table, so a bulk insert pays one extra statement, not one per row.
+-- SECURITY DEFINER because producers may not write outbox.events.message_id themselves.
+CREATE OR REPLACE FUNCTION outbox.messages_after_insert()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, outbox
+AS $fn$
+BEGIN
+    INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload, message_id)
+    SELECT 'email', n.message_id, 'email.queued',
+           jsonb_build_object('id', n.id, 'message_id', n.message_id, 'state', n.state,
+                              'attempts', n.attempts, 'code', NULL, 'error', NULL),
+           n.id
+      FROM new_rows n
+     WHERE (SELECT s.lifecycle_events FROM outbox.settings s);
+    RETURN NULL;
+END
+$fn$;
+COMMENT ON FUNCTION outbox.messages_after_insert() IS
+    'Trigger: writes one email.queued lifecycle event per inserted message when lifecycle_events is on';
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
+                    WHERE tgrelid = 'outbox.messages'::regclass AND tgname = 'messages_after_insert') THEN
+        CREATE TRIGGER messages_after_insert
+            AFTER INSERT ON outbox.messages
+            REFERENCING NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION outbox.messages_after_insert();
+    END IF;
+END
+$$;

@@ -1,0 +1,206 @@
+-- Leasing: claim (with rescue of expired leases), renew, release and release_owner. Every
+-- function is fenced on the lease owner; only the outbox_dispatcher role may call them.
+
+-- Validates the arguments shared by the lease functions.
+CREATE OR REPLACE FUNCTION outbox.check_lease_args(p_fn text, p_owner text, p_lease_seconds integer)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $fn$
+BEGIN
+    IF p_owner IS NULL OR p_owner = '' THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = format('outbox.%s: p_owner is required', p_fn);
+    END IF;
+    IF p_lease_seconds IS NOT NULL AND p_lease_seconds NOT BETWEEN 1 AND 86400 THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = format('outbox.%s: p_lease_seconds must be between 1 and 86400', p_fn);
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION outbox.check_lease_args(text, text, integer) IS
+    'Raises 22023 for an empty owner or an out-of-range lease length';
+
+-- Moves leased rows whose lease is lost back into the queue: to 'dead' when attempts are
+-- exhausted, else to 'pending' due now, with outcome_unknown set (the lost attempt may have
+-- delivered). Writes the email.dead / email.retry lifecycle events. Returns the rows moved.
+-- p_owner NULL: rows whose lease expired (at most p_limit, skipping locked ones);
+-- p_owner given: every row leased to p_owner (a restarting dispatcher's own leftovers).
+CREATE OR REPLACE FUNCTION outbox.recover_leases(p_owner text, p_limit integer)
+RETURNS integer
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    ids bigint[];
+    n   integer;
+BEGIN
+    -- Two separate scans so each uses the lease index with a plain condition.
+    IF p_owner IS NULL THEN
+        SELECT array_agg(x.id) INTO ids
+          FROM (SELECT m.id FROM outbox.messages m
+                 WHERE m.state = 'sending' AND m.lease_expires_at < now()
+                 ORDER BY m.lease_expires_at
+                 LIMIT p_limit
+                   FOR UPDATE SKIP LOCKED) x;
+    ELSE
+        SELECT array_agg(x.id) INTO ids
+          FROM (SELECT m.id FROM outbox.messages m
+                 WHERE m.state = 'sending' AND m.lease_owner = p_owner
+                   FOR UPDATE SKIP LOCKED) x;
+    END IF;
+    IF ids IS NULL THEN
+        RETURN 0;
+    END IF;
+
+    WITH moved AS (
+        UPDATE outbox.messages m
+           SET state = CASE WHEN m.attempts >= m.max_attempts THEN 'dead' ELSE 'pending' END,
+               next_attempt_at = CASE WHEN m.attempts >= m.max_attempts THEN m.next_attempt_at ELSE now() END,
+               last_error = CASE WHEN m.attempts >= m.max_attempts
+                                 THEN 'lease expired, attempts exhausted'
+                                 ELSE 'lease expired, outcome unknown' END,
+               outcome_unknown = true,
+               lease_owner = NULL,
+               lease_expires_at = NULL,
+               updated_at = now()
+         WHERE m.id = ANY (ids) AND m.state = 'sending'
+        RETURNING m.*
+    ), ev AS (
+        INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload, message_id)
+        SELECT 'email', moved.message_id, outbox.lifecycle_type(moved.state),
+               jsonb_build_object('id', moved.id, 'message_id', moved.message_id, 'state', moved.state,
+                                  'attempts', moved.attempts, 'code', moved.last_smtp_code,
+                                  'error', moved.last_error),
+               moved.id
+          FROM moved
+         WHERE (SELECT s.lifecycle_events FROM outbox.settings s)
+    )
+    SELECT count(*) INTO n FROM moved;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION outbox.recover_leases(text, integer) IS
+    'Internal: returns lost leases (expired, or all of one owner) to pending or dead; returns the count';
+
+-- Claims up to p_limit due messages for p_owner with a lease of p_lease_seconds, after first
+-- rescuing up to 1000 expired leases. Rows are taken in priority DESC, next_attempt_at, id
+-- order with SKIP LOCKED, so concurrent dispatchers get disjoint sets. Each returned row has
+-- attempt = its new attempts count (pass it back to complete/release) and done_recipients =
+-- the addresses already delivered by an earlier attempt (skip them).
+CREATE OR REPLACE FUNCTION outbox.claim(p_owner text, p_limit integer, p_lease_seconds integer)
+RETURNS TABLE (id bigint, attempt integer, message_id text, sender text, recipients text[], cc text[],
+               bcc text[], reply_to text, subject text, body_text text, body_html text, headers jsonb,
+               created_at timestamptz, done_recipients text[])
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, outbox
+AS $fn$
+#variable_conflict use_column
+BEGIN
+    PERFORM outbox.check_lease_args('claim', p_owner, p_lease_seconds);
+    IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'outbox.claim: p_limit must be between 1 and 10000';
+    END IF;
+
+    PERFORM outbox.recover_leases(NULL, 1000);
+
+    -- The locking SELECT sits in a MATERIALIZED CTE so it runs exactly once: the
+    -- `id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` form can update more than n rows.
+    RETURN QUERY
+    WITH c AS MATERIALIZED (
+        SELECT m.id
+          FROM outbox.messages m
+         WHERE m.state = 'pending' AND m.next_attempt_at <= now()
+         ORDER BY m.priority DESC, m.next_attempt_at, m.id
+         LIMIT p_limit
+           FOR UPDATE SKIP LOCKED
+    ), u AS (
+        UPDATE outbox.messages m
+           SET state = 'sending',
+               lease_owner = p_owner,
+               lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+               attempts = m.attempts + 1,
+               updated_at = now()
+          FROM c
+         WHERE m.id = c.id
+        RETURNING m.*
+    )
+    SELECT u.id, u.attempts, u.message_id, u.sender, u.recipients, u.cc, u.bcc, u.reply_to,
+           u.subject, u.body_text, u.body_html, u.headers, u.created_at,
+           ARRAY(SELECT r.address FROM outbox.message_recipients r
+                  WHERE r.message = u.id AND r.state = 'sent' ORDER BY r.address)
+      FROM u
+     ORDER BY u.priority DESC, u.next_attempt_at, u.id;
+END
+$fn$;
+COMMENT ON FUNCTION outbox.claim(text, integer, integer) IS
+    'Dispatcher: rescue expired leases, then lease up to p_limit due messages to p_owner; returns them in claim order';
+
+-- Extends the leases that p_owner still holds among p_ids to now() + p_lease_seconds.
+-- Returns how many were extended; a missing id means that lease was lost (stop sending it).
+CREATE OR REPLACE FUNCTION outbox.renew(p_owner text, p_ids bigint[], p_lease_seconds integer)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, outbox
+AS $fn$
+DECLARE
+    n integer;
+BEGIN
+    PERFORM outbox.check_lease_args('renew', p_owner, coalesce(p_lease_seconds, 0));
+    UPDATE outbox.messages m
+       SET lease_expires_at = now() + make_interval(secs => p_lease_seconds)
+     WHERE m.id = ANY (p_ids) AND m.state = 'sending' AND m.lease_owner = p_owner;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION outbox.renew(text, bigint[], integer) IS
+    'Dispatcher: extend the leases p_owner still holds among p_ids; returns the number extended';
+
+-- Gives back rows that p_owner leased but never attempted (shutdown drain): pending, due now,
+-- the claim's attempt undone. Returns the number released.
+CREATE OR REPLACE FUNCTION outbox.release(p_owner text, p_ids bigint[])
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, outbox
+AS $fn$
+DECLARE
+    n integer;
+BEGIN
+    PERFORM outbox.check_lease_args('release', p_owner, NULL);
+    UPDATE outbox.messages m
+       SET state = 'pending',
+           attempts = greatest(m.attempts - 1, 0),
+           next_attempt_at = now(),
+           lease_owner = NULL,
+           lease_expires_at = NULL,
+           updated_at = now()
+     WHERE m.id = ANY (p_ids) AND m.state = 'sending' AND m.lease_owner = p_owner;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 AND EXISTS (SELECT 1 FROM outbox.dispatcher_idle d WHERE d.channel = 'outbox_messages') THEN
+        PERFORM pg_notify('outbox_messages', '');
+    END IF;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION outbox.release(text, bigint[]) IS
+    'Dispatcher: return unattempted leased rows to pending (attempt undone); returns the number released';
+
+-- Start-up repair: every row still leased to p_owner (left by this dispatcher's previous
+-- process) goes back to pending due now, or to dead if its attempts are exhausted; the
+-- attempt is kept, since it may have reached the server. Returns the number of rows moved.
+CREATE OR REPLACE FUNCTION outbox.release_owner(p_owner text)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, outbox
+AS $fn$
+BEGIN
+    PERFORM outbox.check_lease_args('release_owner', p_owner, NULL);
+    RETURN outbox.recover_leases(p_owner, NULL);
+END
+$fn$;
+COMMENT ON FUNCTION outbox.release_owner(text) IS
+    'Dispatcher start-up: return every row leased to p_owner to pending (or dead if exhausted); returns the count';
