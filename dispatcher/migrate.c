@@ -1,0 +1,1192 @@
+/* migrate: `outboxd migrate` — a one-shot, blocking libpq command run before every deploy.
+ * Owns the migration file conventions, outbox.schema_migrations bookkeeping, the advisory
+ * lock that serialises concurrent runs, and the re-application of the sql/ files. */
+#include "migrate.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "buf.h"
+
+#ifndef OUTBOXD_DATADIR
+#define OUTBOXD_DATADIR "/usr/local/share/outboxd"
+#endif
+
+#define PROG "outboxd migrate"
+#define BYTEAOID 17
+#define SHA256_HEX 64
+
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+/* Command-line options after parsing; strings point into argv or the environment. */
+struct migrate_opts {
+	const char *database_url;
+	const char *migrations_dir;
+	const char *sql_dir;
+	int status;
+	int dry_run;
+	long long lock_timeout_ms;
+	long long wait_timeout_ms;
+	long long statement_timeout_ms;
+};
+
+/* A file read into memory, with its sha256 once computed. */
+struct loaded_file {
+	char *filename; /* owned for sql/ files; borrowed from migrate_list for migrations */
+	struct buf text;
+	char checksum[SHA256_HEX + 1];
+};
+
+/* Everything one run owns; released by ctx_free(). */
+struct migrate_ctx {
+	struct migrate_opts o;
+	char mig_dir[PATH_MAX];
+	const char *mig_how;
+	char sql_dir[PATH_MAX];
+	const char *sql_how;
+	int have_sql_dir;
+	struct migrate_list mig;
+	struct loaded_file *mig_files; /* parallel to mig.files */
+	struct loaded_file *sql_files;
+	size_t n_sql;
+	PGconn *conn;
+	PGresult *applied; /* version, name, checksum, applied_at; ordered by version */
+};
+
+static const char usage_text[] =
+	"usage: outboxd migrate [--database-url URL] [--migrations DIR] [--sql DIR]\n"
+	"                       [--status] [--dry-run] [--lock-timeout SECONDS]\n"
+	"                       [--wait-timeout SECONDS] [--statement-timeout SECONDS]\n"
+	"\n"
+	"Applies pending migrations/NNNN_name.sql files in order, each in its own transaction,\n"
+	"then re-applies every the sql/ files file in one transaction.\n"
+	"\n"
+	"  --database-url URL       default: $OUTBOXD_DATABASE_URL, else the PG* environment\n"
+	"  --migrations DIR         default: $OUTBOXD_MIGRATIONS_DIR, else found next to the binary\n"
+	"  --sql DIR                default: $OUTBOXD_SQL_DIR, else DIR/../sql of an explicit\n"
+	"                           migrations directory, else found next to the binary\n"
+	"  --status                 list applied and pending migrations; change nothing\n"
+	"  --dry-run                print what would be applied; change nothing\n"
+	"  --lock-timeout S         lock_timeout for migration statements (default 10)\n"
+	"  --wait-timeout S         how long to wait for a concurrent migrate run (default 900)\n"
+	"  --statement-timeout S    statement_timeout for migration statements (default 0: none)\n"
+	"\n"
+	"Exit status: 0 ok, 1 runtime failure, 2 usage error.\n";
+
+/* ---- messages ---------------------------------------------------------------------- */
+
+static void msg_v(const char *kind, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+static void msg_v(const char *kind, const char *fmt, va_list ap)
+{
+	fflush(stdout);
+	fprintf(stderr, "%s: %s: ", PROG, kind);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
+/* Prints one "outboxd migrate: error: ..." line on stderr. */
+static void err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void err(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	msg_v("error", fmt, ap);
+	va_end(ap);
+}
+
+/* Prints one "outboxd migrate: warning: ..." line on stderr. */
+static void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void warn(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	msg_v("warning", fmt, ap);
+	va_end(ap);
+}
+
+/* Prints one progress line on stdout and flushes, so a deploy log shows it at once. */
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+}
+
+/* Appends s to b with every run of whitespace (newlines included) folded to one space,
+ * so server messages stay on one line. */
+static int buf_put_flat(struct buf *b, const char *s)
+{
+	int space = 0;
+	for (; *s; s++) {
+		if (*s == '\n' || *s == '\r' || *s == '\t' || *s == ' ') {
+			space = 1;
+			continue;
+		}
+		if (space && b->len > 0 && buf_putc(b, ' ') < 0)
+			return -1;
+		space = 0;
+		if (buf_putc(b, *s) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- pure helpers (declared in migrate.h) -------------------------------------------- */
+
+int migrate_parse_filename(const char *filename, int *version, char **name_out)
+{
+	const char *p = filename;
+	long long v = 0;
+	size_t digits = 0;
+
+	while (*p >= '0' && *p <= '9') {
+		v = v * 10 + (*p - '0');
+		if (v > INT_MAX)
+			v = (long long)INT_MAX + 1; /* keep scanning the shape, report range below */
+		digits++;
+		p++;
+	}
+	if (digits < 4 || *p != '_')
+		return 0;
+	p++;
+	size_t len = strlen(p);
+	if (len <= 4 || strcmp(p + len - 4, ".sql") != 0)
+		return 0;
+	if (v > INT_MAX)
+		return -1;
+	*version = (int)v;
+	if (name_out) {
+		*name_out = strndup(p, len - 4);
+		if (!*name_out)
+			return -1;
+	}
+	return 1;
+}
+
+void migrate_list_free(struct migrate_list *list)
+{
+	for (size_t i = 0; i < list->n; i++) {
+		free(list->files[i].name);
+		free(list->files[i].filename);
+	}
+	free(list->files);
+	list->files = NULL;
+	list->n = 0;
+}
+
+static int cmp_migration(const void *a, const void *b)
+{
+	const struct migrate_file *x = a, *y = b;
+	if (x->version != y->version)
+		return x->version < y->version ? -1 : 1;
+	return strcmp(x->filename, y->filename);
+}
+
+/* True when dir/name is a regular file (following symlinks). */
+static int is_regular(const char *dir, const char *name)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	int n = snprintf(path, sizeof path, "%s/%s", dir, name);
+	if (n < 0 || (size_t)n >= sizeof path)
+		return 0;
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int ends_with_sql(const char *name)
+{
+	size_t len = strlen(name);
+	return len > 4 && strcmp(name + len - 4, ".sql") == 0;
+}
+
+int migrate_list_dir(const char *dir, struct migrate_list *out, char *errbuf, size_t errlen)
+{
+	struct migrate_list list = { NULL, 0 };
+	size_t cap = 0;
+	struct dirent *de;
+	DIR *d = opendir(dir);
+
+	if (!d) {
+		snprintf(errbuf, errlen, "cannot read migrations directory %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	while ((de = readdir(d)) != NULL) {
+		int version;
+		char *name = NULL;
+		if (de->d_name[0] == '.' || !is_regular(dir, de->d_name))
+			continue;
+		int r = migrate_parse_filename(de->d_name, &version, &name);
+		if (r == 0) {
+			if (ends_with_sql(de->d_name))
+				warn("ignoring %s/%s: not named NNNN_name.sql", dir, de->d_name);
+			continue;
+		}
+		if (r < 0) {
+			snprintf(errbuf, errlen, "%s/%s: version number out of range", dir, de->d_name);
+			goto fail;
+		}
+		if (list.n == cap) {
+			size_t ncap = cap ? cap * 2 : 16;
+			struct migrate_file *nf = realloc(list.files, ncap * sizeof *nf);
+			if (!nf) {
+				free(name);
+				snprintf(errbuf, errlen, "out of memory");
+				goto fail;
+			}
+			list.files = nf;
+			cap = ncap;
+		}
+		char *fn = strdup(de->d_name);
+		if (!fn) {
+			free(name);
+			snprintf(errbuf, errlen, "out of memory");
+			goto fail;
+		}
+		list.files[list.n++] = (struct migrate_file){ version, name, fn };
+	}
+	closedir(d);
+	d = NULL;
+	if (list.n > 1)
+		qsort(list.files, list.n, sizeof *list.files, cmp_migration);
+	for (size_t i = 1; i < list.n; i++) {
+		if (list.files[i].version == list.files[i - 1].version) {
+			snprintf(errbuf, errlen, "duplicate migration version %d in %s: %s and %s",
+				 list.files[i].version, dir, list.files[i - 1].filename,
+				 list.files[i].filename);
+			goto fail;
+		}
+	}
+	*out = list;
+	return 0;
+fail:
+	if (d)
+		closedir(d);
+	migrate_list_free(&list);
+	return -1;
+}
+
+static int is_dir(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Canonicalises path into out (for messages and --status). Returns 0, or -1 when the
+ * path does not resolve or does not fit. */
+static int canonical(const char *path, char *out, size_t outlen)
+{
+	char *real = realpath(path, NULL);
+	if (!real)
+		return -1;
+	size_t n = strlen(real);
+	if (n >= outlen) {
+		free(real);
+		return -1;
+	}
+	memcpy(out, real, n + 1);
+	free(real);
+	return 0;
+}
+
+int migrate_default_dir(const char *exe_path, const char *sub, char *out, size_t outlen)
+{
+	char exedir[PATH_MAX], cand[PATH_MAX];
+	const char *slash = exe_path ? strrchr(exe_path, '/') : NULL;
+
+	if (slash && (size_t)(slash - exe_path) < sizeof exedir) {
+		size_t n = (size_t)(slash - exe_path);
+		memcpy(exedir, exe_path, n);
+		exedir[n] = '\0';
+		static const char *const rel[] = { "%s/../share/outboxd/%s", "%s/../%s" };
+		for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
+			int k = snprintf(cand, sizeof cand, rel[i], exedir, sub);
+			if (k > 0 && (size_t)k < sizeof cand && is_dir(cand) &&
+			    canonical(cand, out, outlen) == 0)
+				return (int)i;
+		}
+	}
+	int k = snprintf(cand, sizeof cand, "%s/%s", OUTBOXD_DATADIR, sub);
+	if (k > 0 && (size_t)k < sizeof cand && is_dir(cand) && canonical(cand, out, outlen) == 0)
+		return 2;
+	return -1;
+}
+
+int migrate_position_to_line(const char *text, size_t len, long pos, int *line, int *col)
+{
+	long ch = 0;
+	int l = 1, c = 0;
+
+	if (pos < 1)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char b = (unsigned char)text[i];
+		if ((b & 0xC0) == 0x80)
+			continue; /* a UTF-8 continuation byte is not a new character */
+		ch++;
+		c++;
+		if (ch == pos) {
+			*line = l;
+			*col = c;
+			return 0;
+		}
+		if (b == '\n') {
+			l++;
+			c = 0;
+		}
+	}
+	return -1;
+}
+
+/* ---- options and directories --------------------------------------------------------- */
+
+/* Parses a non-negative number of seconds into milliseconds. Returns 0 or -1. */
+static int parse_seconds(const char *s, long long *ms)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || *end != '\0' || !isfinite(v) || v < 0 || v > 2147483.0)
+		return -1;
+	*ms = (long long)llround(v * 1000.0);
+	return 0;
+}
+
+/* Parses argv (argv[0] is the command name). Returns -1 to continue, or an exit code. */
+static int parse_args(int argc, char **argv, struct migrate_opts *o)
+{
+	static const struct {
+		const char *name;
+		int has_arg;
+	} known[] = {
+		{ "--database-url", 1 }, { "--migrations", 1 }, { "--sql", 1 },
+		{ "--status", 0 },       { "--dry-run", 0 },     { "--lock-timeout", 1 },
+		{ "--wait-timeout", 1 }, { "--statement-timeout", 1 }, { "--help", 0 },
+	};
+
+	o->lock_timeout_ms = (long long)(MIGRATE_DEFAULT_LOCK_TIMEOUT * 1000);
+	o->wait_timeout_ms = (long long)(MIGRATE_DEFAULT_WAIT_TIMEOUT * 1000);
+	o->statement_timeout_ms = 0;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *val = NULL;
+		const char *eq = strchr(a, '=');
+		size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+		size_t k;
+
+		if (strcmp(a, "-h") == 0)
+			a = "--help", nlen = strlen(a);
+		for (k = 0; k < sizeof known / sizeof known[0]; k++)
+			if (strlen(known[k].name) == nlen && strncmp(known[k].name, a, nlen) == 0)
+				break;
+		if (k == sizeof known / sizeof known[0]) {
+			err("unknown argument '%s' (see outboxd migrate --help)", argv[i]);
+			return EXIT_USAGE;
+		}
+		if (known[k].has_arg) {
+			if (eq)
+				val = eq + 1;
+			else if (i + 1 < argc)
+				val = argv[++i];
+			else {
+				err("%s needs a value", known[k].name);
+				return EXIT_USAGE;
+			}
+		} else if (eq) {
+			err("%s takes no value", known[k].name);
+			return EXIT_USAGE;
+		}
+
+		const char *n = known[k].name;
+		if (strcmp(n, "--help") == 0) {
+			fputs(usage_text, stdout);
+			return EXIT_OK;
+		} else if (strcmp(n, "--database-url") == 0) {
+			o->database_url = val;
+		} else if (strcmp(n, "--migrations") == 0) {
+			o->migrations_dir = val;
+		} else if (strcmp(n, "--sql") == 0) {
+			o->sql_dir = val;
+		} else if (strcmp(n, "--status") == 0) {
+			o->status = 1;
+		} else if (strcmp(n, "--dry-run") == 0) {
+			o->dry_run = 1;
+		} else {
+			long long *dst = strcmp(n, "--lock-timeout") == 0   ? &o->lock_timeout_ms
+					 : strcmp(n, "--wait-timeout") == 0 ? &o->wait_timeout_ms
+									    : &o->statement_timeout_ms;
+			if (parse_seconds(val, dst) < 0) {
+				err("%s: '%s' is not a number of seconds (0 to 2147483)", n, val);
+				return EXIT_USAGE;
+			}
+		}
+	}
+	if (o->status && o->dry_run) {
+		err("--status and --dry-run cannot be combined");
+		return EXIT_USAGE;
+	}
+	return -1;
+}
+
+/* Returns a non-empty environment variable, or NULL. */
+static const char *env_nonempty(const char *name)
+{
+	const char *v = getenv(name);
+	return v && *v ? v : NULL;
+}
+
+/*
+ * Chooses one data directory: the flag, else the environment variable, else (when
+ * sibling_base is set, i.e. the migrations directory was given explicitly)
+ * <sibling_base>/../<sub> or nothing, else the directories next to the binary.
+ * Returns 0 found, 1 none found, or EXIT_USAGE when an explicit directory is missing.
+ */
+static int resolve_dir(const char *flag_val, const char *flag, const char *env, const char *sub,
+		       const char *sibling_base, char *out, size_t outlen, const char **how)
+{
+	const char *explicit_dir = flag_val;
+	*how = flag;
+	if (!explicit_dir) {
+		explicit_dir = env_nonempty(env);
+		*how = env;
+	}
+	if (explicit_dir) {
+		if (!is_dir(explicit_dir) || canonical(explicit_dir, out, outlen) < 0) {
+			err("%s directory '%s' (from %s) does not exist", sub, explicit_dir, *how);
+			return EXIT_USAGE;
+		}
+		return 0;
+	}
+	if (sibling_base) {
+		char cand[PATH_MAX];
+		int n = snprintf(cand, sizeof cand, "%s/../%s", sibling_base, sub);
+		*how = "next to the migrations directory";
+		if (n > 0 && (size_t)n < sizeof cand && is_dir(cand) && canonical(cand, out, outlen) == 0)
+			return 0;
+		return 1;
+	}
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	exe[n > 0 ? n : 0] = '\0';
+	static const char *const rules[] = { "installed next to the binary",
+					     "source tree next to the binary",
+					     "built-in " OUTBOXD_DATADIR };
+	int rule = migrate_default_dir(n > 0 ? exe : NULL, sub, out, outlen);
+	*how = rule >= 0 ? rules[rule] : "not found";
+	return rule >= 0 ? 0 : 1;
+}
+
+/* ---- files ------------------------------------------------------------------------------ */
+
+/* Reads dir/name into b. Returns 0, or -1 after printing why. */
+static int read_file(const char *dir, const char *name, struct buf *b)
+{
+	char path[PATH_MAX];
+	char chunk[65536];
+	int n = snprintf(path, sizeof path, "%s/%s", dir, name);
+	if (n < 0 || (size_t)n >= sizeof path) {
+		err("%s/%s: path too long", dir, name);
+		return -1;
+	}
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		err("cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	for (;;) {
+		ssize_t r = read(fd, chunk, sizeof chunk);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			err("cannot read %s: %s", path, strerror(errno));
+			close(fd);
+			return -1;
+		}
+		if (r == 0)
+			break;
+		if (buf_append(b, chunk, (size_t)r) < 0) {
+			err("out of memory reading %s", path);
+			close(fd);
+			return -1;
+		}
+	}
+	close(fd);
+	if (buf_puts(b, "") < 0) { /* an empty file still gets a "" string */
+		err("out of memory reading %s", path);
+		return -1;
+	}
+	if (memchr(b->data, '\0', b->len)) {
+		err("%s contains a NUL byte; SQL files must be text", path);
+		return -1;
+	}
+	return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Loads every *.sql of the sql directory, in byte-wise lexical order. Returns 0 or -1. */
+static int load_sql_dir(struct migrate_ctx *c)
+{
+	char **names = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	int rc = -1;
+	DIR *d = opendir(c->sql_dir);
+
+	if (!d) {
+		err("cannot read sql directory %s: %s", c->sql_dir, strerror(errno));
+		return -1;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.' || !ends_with_sql(de->d_name) || !is_regular(c->sql_dir, de->d_name))
+			continue;
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 16;
+			char **nn = realloc(names, ncap * sizeof *nn);
+			if (!nn)
+				goto out;
+			names = nn;
+			cap = ncap;
+		}
+		if (!(names[n] = strdup(de->d_name)))
+			goto out;
+		n++;
+	}
+	if (n > 1)
+		qsort(names, n, sizeof *names, cmp_str);
+	c->sql_files = calloc(n ? n : 1, sizeof *c->sql_files);
+	if (!c->sql_files)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		c->sql_files[i].filename = names[i];
+		names[i] = NULL;
+		buf_init(&c->sql_files[i].text);
+		c->n_sql = i + 1;
+		if (read_file(c->sql_dir, c->sql_files[i].filename, &c->sql_files[i].text) < 0)
+			goto out_quiet;
+	}
+	rc = 0;
+	goto out_quiet;
+out:
+	err("out of memory listing %s", c->sql_dir);
+out_quiet:
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	closedir(d);
+	return rc;
+}
+
+/* ---- database ------------------------------------------------------------------------- */
+
+/* A one-line rendering of a server error: "SEVERITY SQLSTATE: message (detail: ...)". When
+ * text is given and the server reported a position, prefixes "line:col: ". */
+static void report_pg_error(const char *what, const struct buf *text, const PGresult *res,
+			    PGconn *conn)
+{
+	struct buf b;
+	const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+	buf_init(&b);
+
+	if (!primary) {
+		const char *m = res ? PQresultErrorMessage(res) : "";
+		if (!*m)
+			m = PQerrorMessage(conn);
+		if (buf_put_flat(&b, *m ? m : "unknown error") < 0)
+			goto oom;
+		err("%s: %s", what, b.data);
+		buf_free(&b);
+		return;
+	}
+	const char *pos = PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION);
+	const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY);
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+	const char *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
+	const char *where = PQresultErrorField(res, PG_DIAG_CONTEXT);
+	int line, col;
+
+	if (buf_puts(&b, what) < 0)
+		goto oom;
+	if (pos && text && migrate_position_to_line(text->data, text->len, atol(pos), &line, &col) == 0 &&
+	    buf_printf(&b, ":%d:%d", line, col) < 0)
+		goto oom;
+	if (buf_printf(&b, ": %s%s%s: ", sev ? sev : "ERROR", state ? " " : "", state ? state : "") < 0 ||
+	    buf_put_flat(&b, primary) < 0)
+		goto oom;
+	const char *labels[] = { "detail", "hint", "context" };
+	const char *vals[] = { detail, hint, where };
+	int first = 1;
+	for (int i = 0; i < 3; i++) {
+		if (!vals[i])
+			continue;
+		if (buf_printf(&b, "%s%s: ", first ? " (" : "; ", labels[i]) < 0 ||
+		    buf_put_flat(&b, vals[i]) < 0)
+			goto oom;
+		first = 0;
+	}
+	if (!first && buf_putc(&b, ')') < 0)
+		goto oom;
+	if (state && strcmp(state, "55P03") == 0 && buf_puts(&b, " [lock_timeout expired: another session holds a conflicting lock; retry, or raise --lock-timeout]") < 0)
+		goto oom;
+	if (state && strcmp(state, "57014") == 0 && buf_puts(&b, " [statement cancelled: see --statement-timeout]") < 0)
+		goto oom;
+	err("%s", b.data);
+	buf_free(&b);
+	return;
+oom:
+	buf_free(&b);
+	err("%s: (out of memory formatting the server error)", what);
+}
+
+/* Runs a statement that returns no rows. Returns 0, or -1 after reporting the error. */
+static int exec_cmd(PGconn *conn, const char *what, const char *sql)
+{
+	PGresult *r = PQexec(conn, sql);
+	int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+	if (!ok)
+		report_pg_error(what, NULL, r, conn);
+	PQclear(r);
+	return ok ? 0 : -1;
+}
+
+/* Runs a query expected to return rows. Returns the result (caller PQclears), or NULL
+ * after reporting the error. */
+static PGresult *exec_query(PGconn *conn, const char *what, const char *sql)
+{
+	PGresult *r = PQexec(conn, sql);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		report_pg_error(what, NULL, r, conn);
+		PQclear(r);
+		return NULL;
+	}
+	return r;
+}
+
+/* Abandons the current transaction, if any; errors here are not interesting. */
+static void rollback(PGconn *conn)
+{
+	if (PQtransactionStatus(conn) != PQTRANS_IDLE)
+		PQclear(PQexec(conn, "ROLLBACK"));
+}
+
+/*
+ * Runs one SQL file's text with the simple protocol (many statements are allowed).
+ * COPY is refused: a migration file has no data stream. Returns 0, or -1 after reporting
+ * the error under the file's name.
+ */
+static int exec_file(PGconn *conn, const char *label, const struct buf *text)
+{
+	PGresult *r = PQexec(conn, text->data);
+	ExecStatusType st = PQresultStatus(r);
+	int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY;
+
+	if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+		PGresult *rest;
+		if (st == PGRES_COPY_IN) {
+			PQputCopyEnd(conn, "COPY FROM STDIN is not supported in SQL files");
+		} else {
+			char *row;
+			while (PQgetCopyData(conn, &row, 0) > 0)
+				PQfreemem(row);
+		}
+		while ((rest = PQgetResult(conn)) != NULL)
+			PQclear(rest);
+		err("%s: COPY to or from the client is not supported in SQL files", label);
+		PQclear(r);
+		return -1;
+	}
+	if (!ok)
+		report_pg_error(label, text, r, conn);
+	PQclear(r);
+	if (ok && PQtransactionStatus(conn) != PQTRANS_INTRANS) {
+		err("%s: the file ended the transaction itself (COMMIT or ROLLBACK in the file); "
+		    "its changes may be committed but it was not recorded — remove the transaction "
+		    "control statements",
+		    label);
+		return -1;
+	}
+	return ok ? 0 : -1;
+}
+
+/* Connects with application_name=outboxd-migrate. Returns 0, or -1 after reporting. */
+static int db_connect(struct migrate_ctx *c)
+{
+	const char *conninfo = c->o.database_url;
+	if (!conninfo)
+		conninfo = env_nonempty("OUTBOXD_DATABASE_URL");
+	if (!conninfo)
+		conninfo = ""; /* libpq's PG* environment and defaults */
+
+	/* Later keywords win, so the URL may override connect_timeout but not our name. */
+	const char *const keys[] = { "connect_timeout", "dbname", "application_name", NULL };
+	const char *const vals[] = { "10", conninfo, "outboxd-migrate", NULL };
+	c->conn = PQconnectdbParams(keys, vals, 1);
+	if (!c->conn) {
+		err("cannot connect to the database: out of memory");
+		return -1;
+	}
+	if (PQstatus(c->conn) != CONNECTION_OK) {
+		struct buf b;
+		buf_init(&b);
+		if (buf_put_flat(&b, PQerrorMessage(c->conn)) < 0 || !b.data)
+			err("cannot connect to the database");
+		else
+			err("cannot connect to the database: %s", b.data);
+		buf_free(&b);
+		return -1;
+	}
+	return 0;
+}
+
+/* Session settings: quiet notices, bounded lock waits, the chosen statement timeout. */
+static int db_configure(struct migrate_ctx *c)
+{
+	char sql[256];
+	snprintf(sql, sizeof sql,
+		 "SET client_min_messages = warning; SET lock_timeout = %lld; "
+		 "SET statement_timeout = %lld; SET idle_in_transaction_session_timeout = 0",
+		 c->o.lock_timeout_ms, c->o.statement_timeout_ms);
+	return exec_cmd(c->conn, "configuring the session", sql);
+}
+
+/*
+ * Takes the migration advisory lock, waiting at most --wait-timeout for a concurrent run.
+ * Session-level on purpose: it must span the many transactions of one run.
+ */
+static int db_lock(struct migrate_ctx *c)
+{
+	char sql[256];
+	PGresult *r;
+
+	snprintf(sql, sizeof sql, "SELECT pg_try_advisory_lock(%lld)", MIGRATE_LOCK_KEY);
+	if (!(r = exec_query(c->conn, "taking the migration lock", sql)))
+		return -1;
+	int got = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+	PQclear(r);
+	if (got)
+		return 0;
+
+	say("waiting for another outboxd migrate run to finish (advisory lock %lld)", MIGRATE_LOCK_KEY);
+	snprintf(sql, sizeof sql, "SET lock_timeout = %lld", c->o.wait_timeout_ms);
+	if (exec_cmd(c->conn, "taking the migration lock", sql) < 0)
+		return -1;
+	snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%lld)", MIGRATE_LOCK_KEY);
+	r = PQexec(c->conn, sql);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+		if (state && strcmp(state, "55P03") == 0)
+			err("another outboxd migrate run still holds the migration lock after %.0f s "
+			    "(see --wait-timeout)",
+			    (double)c->o.wait_timeout_ms / 1000.0);
+		else
+			report_pg_error("taking the migration lock", NULL, r, c->conn);
+		PQclear(r);
+		return -1;
+	}
+	PQclear(r);
+	snprintf(sql, sizeof sql, "SET lock_timeout = %lld", c->o.lock_timeout_ms);
+	return exec_cmd(c->conn, "configuring the session", sql);
+}
+
+static const char bookkeeping_sql[] =
+	"BEGIN;"
+	"CREATE SCHEMA IF NOT EXISTS outbox;"
+	"CREATE TABLE IF NOT EXISTS outbox.schema_migrations ("
+	"  version     int PRIMARY KEY,"
+	"  name        text NOT NULL,"
+	"  checksum    text NOT NULL,"
+	"  applied_at  timestamptz NOT NULL DEFAULT now(),"
+	"  duration_ms int);"
+	"COMMENT ON TABLE outbox.schema_migrations IS "
+	"  'Migrations applied by outboxd migrate: one row per migrations/NNNN_name.sql, "
+	"checksum = sha256 hex of the file';"
+	"COMMIT";
+
+/*
+ * Reports whether outbox.schema_migrations exists and, when create is set, creates it.
+ * The schema is created only when missing, so a role without CREATE on the database
+ * can still run migrate against an existing schema. Returns 1 exists, 0 absent, -1 error.
+ */
+static int db_bookkeeping(struct migrate_ctx *c, int create)
+{
+	PGresult *r = exec_query(c->conn, "reading outbox.schema_migrations",
+				 "SELECT to_regclass('outbox.schema_migrations') IS NOT NULL");
+	if (!r)
+		return -1;
+	int exists = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+	PQclear(r);
+	if (exists || !create)
+		return exists;
+	if (exec_cmd(c->conn, "creating outbox.schema_migrations", bookkeeping_sql) < 0) {
+		rollback(c->conn);
+		return -1;
+	}
+	return 1;
+}
+
+/* Loads the applied rows into c->applied (none when the table does not exist). */
+static int db_load_applied(struct migrate_ctx *c, int table_exists)
+{
+	const char *sql = table_exists
+		? "SELECT version, name, checksum, "
+		  "to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS\"Z\"') "
+		  "FROM outbox.schema_migrations ORDER BY version"
+		: "SELECT 0, '', '', '' WHERE false";
+	c->applied = exec_query(c->conn, "reading outbox.schema_migrations", sql);
+	return c->applied ? 0 : -1;
+}
+
+/* Computes the sha256 hex of a file's bytes on the server (no crypto library needed). */
+static int db_checksum(PGconn *conn, const char *label, struct loaded_file *f)
+{
+	const Oid types[1] = { BYTEAOID };
+	const char *values[1] = { f->text.data };
+	const int lengths[1] = { (int)f->text.len };
+	const int formats[1] = { 1 };
+
+	if (f->text.len > INT_MAX) {
+		err("%s: file too large", label);
+		return -1;
+	}
+	PGresult *r = PQexecParams(conn, "SELECT encode(sha256($1), 'hex')", 1, types, values,
+				   lengths, formats, 0);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 ||
+	    strlen(PQgetvalue(r, 0, 0)) != SHA256_HEX) {
+		report_pg_error(label, NULL, r, conn);
+		PQclear(r);
+		return -1;
+	}
+	memcpy(f->checksum, PQgetvalue(r, 0, 0), SHA256_HEX + 1);
+	PQclear(r);
+	return 0;
+}
+
+/* ---- the run -------------------------------------------------------------------------- */
+
+/* Index of the migration file with this version, or -1. */
+static long find_file(const struct migrate_ctx *c, int version)
+{
+	for (size_t i = 0; i < c->mig.n; i++)
+		if (c->mig.files[i].version == version)
+			return (long)i;
+	return -1;
+}
+
+/* Row of c->applied with this version, or -1. */
+static int find_applied(const struct migrate_ctx *c, int version)
+{
+	for (int i = 0; i < PQntuples(c->applied); i++)
+		if (atoi(PQgetvalue(c->applied, i, 0)) == version)
+			return i;
+	return -1;
+}
+
+/* Reads every migration file and computes its checksum. */
+static int load_migrations(struct migrate_ctx *c)
+{
+	c->mig_files = calloc(c->mig.n ? c->mig.n : 1, sizeof *c->mig_files);
+	if (!c->mig_files) {
+		err("out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < c->mig.n; i++) {
+		c->mig_files[i].filename = c->mig.files[i].filename;
+		buf_init(&c->mig_files[i].text);
+		if (read_file(c->mig_dir, c->mig.files[i].filename, &c->mig_files[i].text) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Compares applied checksums with the files. Returns the number of changed files; warns
+ * about applied versions whose file is gone (an older release may be running). */
+static int verify_applied(struct migrate_ctx *c, int quiet)
+{
+	int changed = 0;
+	for (int i = 0; i < PQntuples(c->applied); i++) {
+		int v = atoi(PQgetvalue(c->applied, i, 0));
+		const char *name = PQgetvalue(c->applied, i, 1);
+		const char *sum = PQgetvalue(c->applied, i, 2);
+		long f = find_file(c, v);
+		if (f < 0) {
+			if (!quiet)
+				warn("applied migration %04d_%s has no file in %s (an older release?); "
+				     "leaving it alone",
+				     v, name, c->mig_dir);
+			continue;
+		}
+		if (strcmp(sum, c->mig_files[f].checksum) != 0) {
+			if (!quiet)
+				err("%s was changed after it was applied (file sha256 %s, recorded %s); "
+				    "never edit an applied migration, add a new one",
+				    c->mig.files[f].filename, c->mig_files[f].checksum, sum);
+			changed++;
+		}
+	}
+	return changed;
+}
+
+/* Applies one migration in its own transaction and records it. Returns 0 or -1. */
+static int apply_one(struct migrate_ctx *c, size_t i)
+{
+	const struct migrate_file *mf = &c->mig.files[i];
+	struct loaded_file *lf = &c->mig_files[i];
+	long long t0 = now_ms();
+
+	if (exec_cmd(c->conn, mf->filename, "BEGIN") < 0)
+		return -1;
+	if (exec_file(c->conn, mf->filename, &lf->text) < 0) {
+		rollback(c->conn);
+		return -1;
+	}
+	long long ms = now_ms() - t0;
+	char vbuf[16], msbuf[24];
+	snprintf(vbuf, sizeof vbuf, "%d", mf->version);
+	snprintf(msbuf, sizeof msbuf, "%lld", ms > INT_MAX ? (long long)INT_MAX : ms);
+	const char *values[4] = { vbuf, mf->name, lf->checksum, msbuf };
+	PGresult *r = PQexecParams(c->conn,
+				   "INSERT INTO outbox.schema_migrations (version, name, checksum, duration_ms) "
+				   "VALUES ($1, $2, $3, $4)",
+				   4, NULL, values, NULL, NULL, 0);
+	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+		report_pg_error(mf->filename, NULL, r, c->conn);
+		PQclear(r);
+		rollback(c->conn);
+		return -1;
+	}
+	PQclear(r);
+	r = PQexec(c->conn, "COMMIT");
+	if (PQresultStatus(r) != PGRES_COMMAND_OK) { /* e.g. a deferred constraint */
+		report_pg_error(mf->filename, NULL, r, c->conn);
+		PQclear(r);
+		rollback(c->conn);
+		return -1;
+	}
+	PQclear(r);
+	char stem[PATH_MAX];
+	size_t n = strlen(mf->filename) - 4;
+	snprintf(stem, sizeof stem, "%.*s", (int)n, mf->filename);
+	say("applied %s (%lld ms)", stem, now_ms() - t0);
+	return 0;
+}
+
+/* Re-applies every sql/ file in one transaction: all or nothing. */
+static int apply_sql(struct migrate_ctx *c)
+{
+	char label[PATH_MAX + 8];
+	long long t0 = now_ms();
+
+	if (c->n_sql == 0) {
+		say("sql: no files to re-apply");
+		return 0;
+	}
+	if (exec_cmd(c->conn, "sql", "BEGIN") < 0)
+		return -1;
+	for (size_t i = 0; i < c->n_sql; i++) {
+		snprintf(label, sizeof label, "sql/%s", c->sql_files[i].filename);
+		if (exec_file(c->conn, label, &c->sql_files[i].text) < 0) {
+			rollback(c->conn);
+			err("sql: nothing from %s was applied (one transaction)", c->sql_dir);
+			return -1;
+		}
+	}
+	PGresult *r = PQexec(c->conn, "COMMIT");
+	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+		report_pg_error("sql: COMMIT", NULL, r, c->conn);
+		PQclear(r);
+		rollback(c->conn);
+		return -1;
+	}
+	PQclear(r);
+	say("sql: re-applied %zu file%s (%lld ms)", c->n_sql, c->n_sql == 1 ? "" : "s", now_ms() - t0);
+	return 0;
+}
+
+/* Prints the connection target without any password: user@host:port/dbname. */
+static void print_target(PGconn *conn)
+{
+	const char *host = PQhost(conn);
+	say("database: %s@%s:%s/%s", PQuser(conn), host && *host ? host : "(local socket)",
+	    PQport(conn), PQdb(conn));
+}
+
+static void print_dirs(const struct migrate_ctx *c)
+{
+	say("migrations: %s (%s, %zu file%s)", c->mig_dir, c->mig_how, c->mig.n, c->mig.n == 1 ? "" : "s");
+	if (c->have_sql_dir)
+		say("sql: %s (%s, %zu file%s)", c->sql_dir, c->sql_how, c->n_sql, c->n_sql == 1 ? "" : "s");
+	else
+		say("sql: none (no sql directory found)");
+}
+
+/* --status: applied rows with their file state, then pending files. Changes nothing. */
+static int run_status(struct migrate_ctx *c)
+{
+	print_target(c->conn);
+	print_dirs(c);
+	say("applied:%s", PQntuples(c->applied) ? "" : " none");
+	for (int i = 0; i < PQntuples(c->applied); i++) {
+		int v = atoi(PQgetvalue(c->applied, i, 0));
+		long f = find_file(c, v);
+		const char *state = f < 0 ? "missing"
+				    : strcmp(PQgetvalue(c->applied, i, 2), c->mig_files[f].checksum) == 0 ? "ok"
+													      : "CHANGED";
+		say("  %04d_%-30s %s  %s", v, PQgetvalue(c->applied, i, 1), PQgetvalue(c->applied, i, 3), state);
+	}
+	size_t pending = 0;
+	for (size_t i = 0; i < c->mig.n; i++)
+		pending += find_applied(c, c->mig.files[i].version) < 0;
+	say("pending:%s", pending ? "" : " none");
+	for (size_t i = 0; i < c->mig.n; i++)
+		if (find_applied(c, c->mig.files[i].version) < 0)
+			say("  %s", c->mig.files[i].filename);
+	return EXIT_OK;
+}
+
+/* --dry-run: what a real run would do, after the same checksum verification. */
+static int run_dry(struct migrate_ctx *c)
+{
+	print_target(c->conn);
+	print_dirs(c);
+	if (verify_applied(c, 0) > 0)
+		return EXIT_RUNTIME;
+	size_t pending = 0;
+	for (size_t i = 0; i < c->mig.n; i++) {
+		if (find_applied(c, c->mig.files[i].version) < 0) {
+			say("would apply %s", c->mig.files[i].filename);
+			pending++;
+		}
+	}
+	if (!pending)
+		say("nothing to apply");
+	for (size_t i = 0; i < c->n_sql; i++)
+		say("would re-apply sql/%s", c->sql_files[i].filename);
+	say("dry run: nothing was changed");
+	return EXIT_OK;
+}
+
+/* The real run: verify every applied checksum, apply pending in order, re-apply sql/. */
+static int run_apply(struct migrate_ctx *c)
+{
+	if (verify_applied(c, 0) > 0) {
+		err("refusing to migrate: nothing was applied");
+		return EXIT_RUNTIME;
+	}
+	size_t applied = 0;
+	for (size_t i = 0; i < c->mig.n; i++) {
+		if (find_applied(c, c->mig.files[i].version) >= 0)
+			continue;
+		if (apply_one(c, i) < 0) {
+			err("stopped at %s (rolled back); %zu earlier migration%s of this run stay%s applied",
+			    c->mig.files[i].filename, applied, applied == 1 ? "" : "s", applied == 1 ? "s" : "");
+			return EXIT_RUNTIME;
+		}
+		applied++;
+	}
+	if (!applied)
+		say("nothing to apply");
+	return apply_sql(c) < 0 ? EXIT_RUNTIME : EXIT_OK;
+}
+
+static void ctx_free(struct migrate_ctx *c)
+{
+	if (c->mig_files)
+		for (size_t i = 0; i < c->mig.n; i++)
+			buf_free(&c->mig_files[i].text);
+	free(c->mig_files);
+	for (size_t i = 0; i < c->n_sql; i++) {
+		free(c->sql_files[i].filename);
+		buf_free(&c->sql_files[i].text);
+	}
+	free(c->sql_files);
+	migrate_list_free(&c->mig);
+	PQclear(c->applied);
+	if (c->conn)
+		PQfinish(c->conn);
+}
+
+/* Everything after option parsing; returns the exit code. */
+static int migrate_run(struct migrate_ctx *c)
+{
+	char errbuf[PATH_MAX + 256];
+	int r;
+
+	r = resolve_dir(c->o.migrations_dir, "--migrations", "OUTBOXD_MIGRATIONS_DIR", "migrations",
+			NULL, c->mig_dir, sizeof c->mig_dir, &c->mig_how);
+	if (r == 1) {
+		err("no migrations directory found; pass --migrations DIR or set OUTBOXD_MIGRATIONS_DIR");
+		return EXIT_USAGE;
+	}
+	if (r != 0)
+		return r;
+	int explicit_mig = c->o.migrations_dir || env_nonempty("OUTBOXD_MIGRATIONS_DIR");
+	r = resolve_dir(c->o.sql_dir, "--sql", "OUTBOXD_SQL_DIR", "sql", explicit_mig ? c->mig_dir : NULL,
+			c->sql_dir, sizeof c->sql_dir, &c->sql_how);
+	if (r == EXIT_USAGE)
+		return r;
+	c->have_sql_dir = r == 0;
+
+	if (migrate_list_dir(c->mig_dir, &c->mig, errbuf, sizeof errbuf) < 0) {
+		err("%s", errbuf);
+		return EXIT_RUNTIME;
+	}
+	if (load_migrations(c) < 0 || (c->have_sql_dir && load_sql_dir(c) < 0))
+		return EXIT_RUNTIME;
+
+	if (db_connect(c) < 0 || db_configure(c) < 0)
+		return EXIT_RUNTIME;
+	int writing = !c->o.status && !c->o.dry_run;
+	if (writing && db_lock(c) < 0)
+		return EXIT_RUNTIME;
+	int exists = db_bookkeeping(c, writing);
+	if (exists < 0 || db_load_applied(c, exists) < 0)
+		return EXIT_RUNTIME;
+	for (size_t i = 0; i < c->mig.n; i++)
+		if (db_checksum(c->conn, c->mig.files[i].filename, &c->mig_files[i]) < 0)
+			return EXIT_RUNTIME;
+
+	if (c->o.status)
+		return run_status(c);
+	if (c->o.dry_run)
+		return run_dry(c);
+	return run_apply(c);
+}
+
+int migrate_main(int argc, char **argv)
+{
+	struct migrate_ctx c;
+	memset(&c, 0, sizeof c);
+
+	int r = parse_args(argc, argv, &c.o);
+	if (r >= 0)
+		return r;
+	r = migrate_run(&c);
+	ctx_free(&c);
+	return r;
+}
