@@ -942,11 +942,17 @@ static int verify_applied(struct migrate_ctx *c, int quiet)
 			continue;
 		}
 		if (strcmp(sum, c->mig_files[f].checksum) != 0) {
+			char as[128] = "";
+			if (strcmp(name, c->mig.files[f].name) != 0)
+				snprintf(as, sizeof as, " as %04d_%.80s", v, name);
 			if (!quiet)
-				err("%s was changed after it was applied (file sha256 %s, recorded %s); "
+				err("%s was changed after it was applied%s (file sha256 %s, recorded %s); "
 				    "never edit an applied migration, add a new one",
-				    c->mig.files[f].filename, c->mig_files[f].checksum, sum);
+				    c->mig.files[f].filename, as, c->mig_files[f].checksum, sum);
 			changed++;
+		} else if (!quiet && strcmp(name, c->mig.files[f].name) != 0) {
+			warn("%s was applied under the name '%s'; the content is unchanged",
+			     c->mig.files[f].filename, name);
 		}
 	}
 	return changed;
@@ -1054,10 +1060,16 @@ static int run_status(struct migrate_ctx *c)
 	for (int i = 0; i < PQntuples(c->applied); i++) {
 		int v = atoi(PQgetvalue(c->applied, i, 0));
 		long f = find_file(c, v);
-		const char *state = f < 0 ? "missing"
-				    : strcmp(PQgetvalue(c->applied, i, 2), c->mig_files[f].checksum) == 0 ? "ok"
-													      : "CHANGED";
-		say("  %04d_%-30s %s  %s", v, PQgetvalue(c->applied, i, 1), PQgetvalue(c->applied, i, 3), state);
+		const char *recorded = PQgetvalue(c->applied, i, 2);
+		if (f < 0)
+			say("  %04d_%-30s %s  missing (no file; an older release?)", v,
+			    PQgetvalue(c->applied, i, 1), PQgetvalue(c->applied, i, 3));
+		else if (strcmp(recorded, c->mig_files[f].checksum) == 0)
+			say("  %04d_%-30s %s  ok", v, PQgetvalue(c->applied, i, 1), PQgetvalue(c->applied, i, 3));
+		else
+			say("  %04d_%-30s %s  CHANGED (%s: sha256 %.12s..., recorded %.12s...)", v,
+			    PQgetvalue(c->applied, i, 1), PQgetvalue(c->applied, i, 3),
+			    c->mig.files[f].filename, c->mig_files[f].checksum, recorded);
 	}
 	size_t pending = 0;
 	for (size_t i = 0; i < c->mig.n; i++)
