@@ -75,6 +75,7 @@ static const char *const security_protocols[] = { "plaintext", "ssl", "sasl_plai
 static const char *const sasl_mechanisms[] = { "", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", NULL };
 static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
 
+static char *mask_credentials(const char *s);
 static int check_smtp_url(const char *v, char *msg, size_t msglen);
 static int check_listen(const char *v, char *msg, size_t msglen);
 static int check_log_level(const char *v, char *msg, size_t msglen);
@@ -329,6 +330,10 @@ static int parse_with_unit(const char *s, const struct unit *units, const char *
 	}
 	if (parse_digits(&p, &v, msg, msglen) < 0)
 		return -1;
+	if (*p == '.') {
+		snprintf(msg, msglen, "whole numbers only: use a smaller unit (1500ms, not 1.5s)");
+		return -1;
+	}
 	if (*p == '\0') {
 		if (v == 0) {
 			*out = 0;
@@ -1236,10 +1241,15 @@ static int config_build(struct config *cfg, const char *path, int use_env, FILE 
 
 		if (key_set(cfg, k, ly.text[i], msg, sizeof(msg)) == 0)
 			continue;
-		if (k->type == KT_SECRET)
+		if (k->type == KT_SECRET) {
 			err_key(&e, k, ly.src[i], "%s", msg);
-		else
-			err_key(&e, k, ly.src[i], "%s: %s", show(ly.text[i], shown, sizeof(shown)), msg);
+		} else {
+			/* a URL may carry a password even in a key that is not a secret */
+			char *masked = mask_credentials(ly.text[i]);
+
+			err_key(&e, k, ly.src[i], "%s: %s", show(masked ? masked : "?", shown, sizeof(shown)), msg);
+			free(masked);
+		}
 		/* keep the field usable: fall back to the default */
 		if (ly.src[i] != SRC_DEFAULT && key_set(cfg, k, k->def, msg, sizeof(msg)) < 0)
 			err_key(&e, k, SRC_DEFAULT, "bad default: %s", msg);
