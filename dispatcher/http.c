@@ -1,0 +1,317 @@
+/* http: routes the three operator endpoints. The listening socket is created here
+ * (numeric address, no DNS) so bind errors are reported precisely, then handed to
+ * evhttp, which reads and writes without blocking the loop. */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+
+#include "buf.h"
+#include "metrics.h"
+
+/* Small limits: nothing legitimate sends more to these endpoints, and a client that
+ * stalls is dropped rather than holding a connection forever. */
+#define HTTP_MAX_HEADERS 8192
+#define HTTP_MAX_BODY 1024
+#define HTTP_TIMEOUT_S 10
+#define HTTP_REASON_MAX 256
+
+#define CT_JSON "application/json"
+#define CT_TEXT "text/plain; charset=utf-8"
+#define CT_METRICS "text/plain; version=0.0.4; charset=utf-8"
+
+struct http_server {
+	struct evhttp *http;
+	struct metrics *reg;
+	http_ready_fn ready_cb;
+	void *arg;
+	int port;
+};
+
+enum route { ROUTE_NONE, ROUTE_HEALTH, ROUTE_READY, ROUTE_METRICS };
+
+/* Splits "host:port" / "[v6]:port" into a socket address without any name lookup. */
+static int parse_listen(const char *addr, struct sockaddr_storage *ss, socklen_t *sslen,
+			char *errbuf, size_t errlen)
+{
+	char host[INET6_ADDRSTRLEN + 1];
+	const char *colon, *h = addr, *port_s;
+	size_t hlen;
+	char *end;
+	long port;
+
+	colon = addr != NULL ? strrchr(addr, ':') : NULL;
+	if (colon == NULL || colon[1] == '\0') {
+		snprintf(errbuf, errlen, "http listen \"%s\": expected host:port",
+			 addr != NULL ? addr : "");
+		return -1;
+	}
+	port_s = colon + 1;
+	hlen = (size_t)(colon - addr);
+	if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
+		h++;
+		hlen -= 2;
+	}
+	errno = 0;
+	port = strtol(port_s, &end, 10);
+	if (*end != '\0' || errno != 0 || port < 0 || port > 65535 || *port_s < '0' ||
+	    *port_s > '9') {
+		snprintf(errbuf, errlen, "http listen \"%s\": bad port", addr);
+		return -1;
+	}
+	if (hlen == 0 || hlen >= sizeof(host)) {
+		snprintf(errbuf, errlen, "http listen \"%s\": bad host", addr);
+		return -1;
+	}
+	memcpy(host, h, hlen);
+	host[hlen] = '\0';
+	if (strcmp(host, "localhost") == 0)
+		strcpy(host, "127.0.0.1");
+
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, host, &((struct sockaddr_in *)ss)->sin_addr) == 1) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((unsigned short)port);
+		*sslen = sizeof(*sin);
+	} else if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)ss)->sin6_addr) == 1) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((unsigned short)port);
+		*sslen = sizeof(*sin6);
+	} else {
+		snprintf(errbuf, errlen,
+			 "http listen \"%s\": host must be a numeric IPv4/IPv6 address", addr);
+		return -1;
+	}
+	return 0;
+}
+
+/* Returns a non-blocking listening socket, or -1 with errbuf set. */
+static int open_listener(const char *addr, int *port, char *errbuf, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	int fd, one = 1;
+
+	if (parse_listen(addr, &ss, &sslen, errbuf, errlen) < 0)
+		return -1;
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(errbuf, errlen, "http listen %s: socket: %s", addr, strerror(errno));
+		return -1;
+	}
+	/* Lets a restarted daemon rebind while old connections sit in TIME_WAIT; on Linux
+	 * it does not let two live listeners share the port. */
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (ss.ss_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&ss, sslen) < 0 || listen(fd, 64) < 0) {
+		snprintf(errbuf, errlen, "http listen %s: %s", addr, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	sslen = sizeof(ss);
+	if (getsockname(fd, (struct sockaddr *)&ss, &sslen) == 0)
+		*port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+						       : ((struct sockaddr_in *)&ss)->sin_port);
+	return fd;
+}
+
+static enum route route_of(const char *path)
+{
+	if (path == NULL)
+		return ROUTE_NONE;
+	if (strcmp(path, "/health") == 0)
+		return ROUTE_HEALTH;
+	if (strcmp(path, "/health/ready") == 0)
+		return ROUTE_READY;
+	if (strcmp(path, "/metrics") == 0)
+		return ROUTE_METRICS;
+	return ROUTE_NONE;
+}
+
+/* Sends a complete response. For HEAD, evhttp 2.1 would send the body and omit
+ * Content-Length, so the length is set here and the body left out. */
+static void reply(struct evhttp_request *req, int code, const char *type, const char *body,
+		  size_t len)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	struct evbuffer *out = evbuffer_new();
+	char clen[32];
+
+	evhttp_add_header(h, "Content-Type", type);
+	evhttp_add_header(h, "Cache-Control", "no-store");
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+		snprintf(clen, sizeof(clen), "%zu", len);
+		evhttp_add_header(h, "Content-Length", clen);
+		len = 0;
+	}
+	if (out == NULL || evbuffer_add(out, body, len) < 0) {
+		if (out != NULL)
+			evbuffer_free(out);
+		evhttp_send_error(req, HTTP_INTERNAL, NULL);
+		return;
+	}
+	evhttp_send_reply(req, code, NULL, out);
+	evbuffer_free(out);
+}
+
+/* Serialises obj (taking the reference) and sends it. */
+static void reply_json(struct evhttp_request *req, int code, json_t *obj)
+{
+	char *s = obj != NULL ? json_dumps(obj, JSON_COMPACT) : NULL;
+
+	json_decref(obj);
+	if (s == NULL) {
+		evhttp_send_error(req, HTTP_INTERNAL, NULL);
+		return;
+	}
+	reply(req, code, CT_JSON, s, strlen(s));
+	free(s);
+}
+
+static void serve_ready(struct http_server *srv, struct evhttp_request *req)
+{
+	char reason[HTTP_REASON_MAX] = "";
+	json_t *obj;
+	size_t i;
+
+	if (srv->ready_cb == NULL || srv->ready_cb(srv->arg, reason, sizeof(reason)) == 1) {
+		reply_json(req, HTTP_OK, json_pack("{s:s}", "status", "ready"));
+		return;
+	}
+	reason[sizeof(reason) - 1] = '\0';
+	if (reason[0] == '\0')
+		strcpy(reason, "unspecified");
+	obj = json_pack("{s:s,s:s}", "status", "not ready", "reason", reason);
+	if (obj == NULL) {
+		/* jansson refuses invalid UTF-8; keep the ASCII part of the reason. */
+		for (i = 0; reason[i] != '\0'; i++)
+			if ((unsigned char)reason[i] >= 0x80)
+				reason[i] = '?';
+		obj = json_pack("{s:s,s:s}", "status", "not ready", "reason", reason);
+	}
+	reply_json(req, HTTP_SERVUNAVAIL, obj);
+}
+
+static void serve_metrics(struct http_server *srv, struct evhttp_request *req)
+{
+	struct buf b;
+
+	buf_init(&b);
+	if (srv->reg != NULL && metrics_render_buf(srv->reg, &b) < 0) {
+		buf_free(&b);
+		evhttp_send_error(req, HTTP_INTERNAL, NULL);
+		return;
+	}
+	reply(req, HTTP_OK, CT_METRICS, b.data != NULL ? b.data : "", b.len);
+	buf_free(&b);
+}
+
+static void handle(struct evhttp_request *req, void *arg)
+{
+	struct http_server *srv = arg;
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	enum route r = route_of(uri != NULL ? evhttp_uri_get_path(uri) : NULL);
+	static const char not_found[] = "not found\n", not_allowed[] = "method not allowed\n";
+
+	if (r == ROUTE_NONE) {
+		reply(req, HTTP_NOTFOUND, CT_TEXT, not_found, sizeof(not_found) - 1);
+		return;
+	}
+	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+		reply(req, HTTP_BADMETHOD, CT_TEXT, not_allowed, sizeof(not_allowed) - 1);
+		return;
+	}
+	switch (r) {
+	case ROUTE_HEALTH:
+		reply_json(req, HTTP_OK, json_pack("{s:s}", "status", "ok"));
+		break;
+	case ROUTE_READY:
+		serve_ready(srv, req);
+		break;
+	default:
+		serve_metrics(srv, req);
+		break;
+	}
+}
+
+struct http_server *http_start(struct event_base *base, const char *addr,
+			       struct metrics *reg, http_ready_fn ready_cb, void *arg,
+			       char *errbuf, size_t errlen)
+{
+	struct http_server *srv;
+	int fd;
+
+	srv = calloc(1, sizeof(*srv));
+	if (srv == NULL) {
+		snprintf(errbuf, errlen, "http: out of memory");
+		return NULL;
+	}
+	srv->reg = reg;
+	srv->ready_cb = ready_cb;
+	srv->arg = arg;
+	srv->port = -1;
+	fd = open_listener(addr, &srv->port, errbuf, errlen);
+	if (fd < 0) {
+		free(srv);
+		return NULL;
+	}
+	srv->http = evhttp_new(base);
+	if (srv->http == NULL) {
+		snprintf(errbuf, errlen, "http: evhttp_new failed");
+		goto fail;
+	}
+	evhttp_set_timeout(srv->http, HTTP_TIMEOUT_S);
+	evhttp_set_max_headers_size(srv->http, HTTP_MAX_HEADERS);
+	evhttp_set_max_body_size(srv->http, HTTP_MAX_BODY);
+	/* Accept every method so the router can answer 405 with Allow; evhttp would
+	 * otherwise answer unknown methods with 501. */
+	evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+						      EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+						      EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+						      EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+	evhttp_set_gencb(srv->http, handle, srv);
+	/* From here the evhttp listener owns fd and closes it in evhttp_free(). */
+	if (evhttp_accept_socket_with_handle(srv->http, fd) == NULL) {
+		snprintf(errbuf, errlen, "http listen %s: cannot register listener", addr);
+		goto fail;
+	}
+	return srv;
+fail:
+	close(fd);
+	if (srv->http != NULL)
+		evhttp_free(srv->http);
+	free(srv);
+	return NULL;
+}
+
+int http_port(const struct http_server *srv)
+{
+	return srv != NULL ? srv->port : -1;
+}
+
+void http_stop(struct http_server *srv)
+{
+	if (srv == NULL)
+		return;
+	evhttp_free(srv->http);
+	free(srv);
+}

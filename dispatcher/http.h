@@ -1,0 +1,38 @@
+/* http: the operator-facing HTTP endpoint on the main event loop (libevent evhttp):
+ * GET /health (liveness), GET /health/ready (readiness), GET /metrics (Prometheus). */
+#ifndef OUTBOXD_HTTP_H
+#define OUTBOXD_HTTP_H
+
+#include <stddef.h>
+
+struct event_base;
+struct metrics;
+struct http_server;
+
+/*
+ * Readiness probe, called on the loop for each GET /health/ready. Returns 1 when the
+ * dispatcher is ready, or 0 after writing a short human reason (NUL-terminated, at most
+ * reason_len bytes) such as "database unreachable". It must only read state the loop
+ * already holds: it must not block or run queries.
+ */
+typedef int (*http_ready_fn)(void *arg, char *reason, size_t reason_len);
+
+/*
+ * Binds addr ("ipv4:port", "[ipv6]:port" or "localhost:port"; port 0 picks a free
+ * one; names are never resolved) and serves on base. reg is rendered for /metrics and
+ * may be NULL (empty body); ready_cb may be NULL (always ready). reg, ready_cb and arg
+ * must outlive the server. Returns the server, which the caller frees with
+ * http_stop(), or NULL with a message in errbuf (bad address, port in use, OOM).
+ */
+struct http_server *http_start(struct event_base *base, const char *addr,
+			       struct metrics *reg, http_ready_fn ready_cb, void *arg,
+			       char *errbuf, size_t errlen) __attribute__((warn_unused_result));
+
+/* The port actually bound (useful after asking for port 0), or -1. */
+int http_port(const struct http_server *srv);
+
+/* Closes the listener and every open connection and frees srv. Call it from outside
+ * the server's own callbacks. NULL is fine. */
+void http_stop(struct http_server *srv);
+
+#endif
