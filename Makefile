@@ -4,13 +4,15 @@ BUILD     ?= build
 CC        ?= cc
 PKGS      := libpq libevent libcurl rdkafka libcyaml jansson
 VERSION   := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+# The newest migration this build expects; /health/ready compares it with the database.
+SCHEMA_VERSION := $(shell ls migrations 2>/dev/null | sed -nE 's/^0*([0-9]+)_.*\.sql$$/\1/p' | sort -n | tail -n 1)
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS   ?= -O2 -g
 WARN     := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral -Wstrict-prototypes -Wmissing-prototypes
-CPPFLAGS += -D_GNU_SOURCE -DOUTBOXD_VERSION='"$(VERSION)"' -DOUTBOXD_DATADIR='"$(PREFIX)/share/outboxd"' -Idispatcher
+CPPFLAGS += -D_GNU_SOURCE -DOUTBOXD_VERSION='"$(VERSION)"' -DOUTBOXD_DATADIR='"$(PREFIX)/share/outboxd"' -DOUTBOXD_SCHEMA_VERSION=$(or $(SCHEMA_VERSION),0) -Idispatcher
 ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(PKG_CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS   += $(PKG_LIBS) -lm $(EXTRA_LDFLAGS)
 
@@ -41,6 +43,8 @@ deps:
 
 $(BUILD)/obj/%.o: dispatcher/%.c $(wildcard dispatcher/*.h) | $(BUILD)/obj
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/obj/telemetry.o: $(wildcard migrations/*.sql)
 
 $(BUILD)/outboxd: $(OBJS)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)

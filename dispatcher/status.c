@@ -1,0 +1,169 @@
+/* `outboxd status`: reads the queue's health from PostgreSQL (depth by state, oldest due
+ * age, rates over the last minute, mirror lag, recent failures) and prints a table or
+ * JSON; the exit code says whether the configured thresholds hold. */
+#include "status.h"
+
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "pg.h"
+
+static const char *const STATUS_SQL =
+	"SELECT json_build_object("
+	" 'depth', (SELECT json_object_agg(state, n) FROM outbox.queue_depth AS q(state, n)),"
+	" 'health', (SELECT row_to_json(h) FROM outbox.queue_health h),"
+	" 'sent_last_minute', (SELECT count(*) FROM outbox.messages"
+	"      WHERE state = 'sent' AND sent_at > now() - interval '1 minute'),"
+	" 'created_last_minute', (SELECT count(*) FROM outbox.messages"
+	"      WHERE created_at > now() - interval '1 minute'),"
+	" 'mirror', (SELECT row_to_json(l) FROM outbox.mirror_lag l),"
+	" 'recent_failures', (SELECT coalesce(json_agg(f), '[]') FROM ("
+	"      SELECT id, state, last_smtp_code, last_error, updated_at FROM outbox.messages"
+	"       WHERE state IN ('failed', 'dead') AND updated_at > now() - interval '1 hour'"
+	"       ORDER BY updated_at DESC LIMIT 5) f),"
+	" 'schema_version', (SELECT max(version) FROM outbox.schema_migrations))::text";
+
+static double num(json_t *o, const char *k)
+{
+	return json_number_value(json_object_get(o, k));
+}
+
+static void print_table(json_t *s)
+{
+	json_t *depth = json_object_get(s, "depth"), *h = json_object_get(s, "health"),
+	       *m = json_object_get(s, "mirror"), *f = json_object_get(s, "recent_failures"), *v;
+	static const char *const states[] = { "pending", "sending", "sent", "failed", "dead", "cancelled" };
+	size_t i;
+
+	printf("%-34s %s\n", "queue", "messages");
+	for (i = 0; i < sizeof(states) / sizeof(states[0]); i++)
+		printf("  %-32s %.0f\n", states[i], num(depth, states[i]));
+	printf("%-34s %.0f\n", "pending, due now", num(h, "pending_due"));
+	printf("%-34s %.0f\n", "pending, scheduled later", num(h, "pending_scheduled"));
+	printf("%-34s %.1f s\n", "oldest due pending age", num(h, "oldest_due_pending_age_seconds"));
+	printf("%-34s %.0f\n", "leases expired (sending)", num(h, "sending_lease_expired"));
+	printf("%-34s %.0f / min\n", "sent, last minute", num(s, "sent_last_minute"));
+	printf("%-34s %.0f / min\n", "created, last minute", num(s, "created_last_minute"));
+	printf("%-34s %.0f failed, %.0f dead\n", "last hour", num(h, "failed_last_hour"), num(h, "dead_last_hour"));
+	printf("%-34s %.0f events, oldest %.1f s, %.0f failed\n", "kafka mirror lag", num(m, "unpublished"),
+	       num(m, "oldest_unpublished_age_seconds"), num(m, "failed"));
+	if (json_array_size(f) > 0) {
+		printf("recent failures:\n");
+		json_array_foreach(f, i, v)
+		{
+			printf("  #%lld %-6s %3lld %s\n", (long long)json_integer_value(json_object_get(v, "id")),
+			       json_string_value(json_object_get(v, "state")),
+			       (long long)json_integer_value(json_object_get(v, "last_smtp_code")),
+			       json_string_value(json_object_get(v, "last_error")) ?: "");
+		}
+	}
+}
+
+/* Returns the number of thresholds exceeded and explains each on stderr. */
+static int check_thresholds(const struct config *cfg, json_t *s)
+{
+	json_t *h = json_object_get(s, "health"), *m = json_object_get(s, "mirror");
+	double oldest = num(h, "oldest_due_pending_age_seconds");
+	double failed = num(h, "failed_last_hour") + num(h, "dead_last_hour");
+	double lag = num(m, "oldest_unpublished_age_seconds");
+	int bad = 0;
+
+	if (oldest * 1000 > (double)cfg->status_max_oldest_pending_ms) {
+		fprintf(stderr, "unhealthy: oldest due pending message is %.1f s old (status.max_oldest_pending %.1f s)\n",
+			oldest, (double)cfg->status_max_oldest_pending_ms / 1000);
+		bad++;
+	}
+	if (failed > (double)cfg->status_max_failed_last_hour) {
+		fprintf(stderr, "unhealthy: %.0f messages failed or dead in the last hour (status.max_failed_last_hour %lld)\n",
+			failed, (long long)cfg->status_max_failed_last_hour);
+		bad++;
+	}
+	if (lag * 1000 > (double)cfg->status_max_mirror_lag_ms) {
+		fprintf(stderr, "unhealthy: kafka mirror is %.1f s behind (status.max_mirror_lag %.1f s)\n", lag,
+			(double)cfg->status_max_mirror_lag_ms / 1000);
+		bad++;
+	}
+	return bad;
+}
+
+int status_main(int argc, char **argv)
+{
+	static const struct option opts[] = { { "config", required_argument, NULL, 'c' },
+					      { "json", no_argument, NULL, 'j' },
+					      { "database-url", required_argument, NULL, 'd' },
+					      { "help", no_argument, NULL, 'h' },
+					      { NULL, 0, NULL, 0 } };
+	const char *path = NULL, *url = NULL;
+	int json = 0, ch, rc = 1;
+	struct config cfg;
+	char err[512];
+	struct pg_sync *db = NULL;
+	struct pg_result *res = NULL;
+	json_t *s = NULL;
+
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "c:jd:h", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'j':
+			json = 1;
+			break;
+		case 'd':
+			url = optarg;
+			break;
+		case 'h':
+			printf("usage: outboxd status [--config FILE] [--database-url URL] [--json]\n");
+			return 0;
+		default:
+			fprintf(stderr, "usage: outboxd status [--config FILE] [--database-url URL] [--json]\n");
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "outboxd status: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	if (config_load(&cfg, path, stderr) != 0) {
+		config_free(&cfg);
+		return 2;
+	}
+	db = pg_sync_connect(url ? url : cfg.database_url, "outboxd-status", err, sizeof(err));
+	if (db == NULL) {
+		fprintf(stderr, "outboxd status: cannot connect: %s\n", err);
+		goto out;
+	}
+	res = pg_sync_query(db, STATUS_SQL, 0, NULL, err, sizeof(err));
+	if (res == NULL) {
+		fprintf(stderr, "outboxd status: %s\n", err);
+		goto out;
+	}
+	s = json_loads(pg_value(res, 0, 0), 0, NULL);
+	if (s == NULL) {
+		fprintf(stderr, "outboxd status: unreadable answer\n");
+		goto out;
+	}
+	if (json) {
+		int bad = check_thresholds(&cfg, s);
+		json_object_set_new(s, "healthy", json_boolean(bad == 0));
+		json_dumpf(s, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		printf("\n");
+		rc = bad ? 1 : 0;
+	} else {
+		print_table(s);
+		rc = check_thresholds(&cfg, s) ? 1 : 0;
+		printf("%s\n", rc == 0 ? "healthy" : "UNHEALTHY");
+	}
+out:
+	json_decref(s);
+	if (res)
+		pg_sync_free_result(res);
+	pg_sync_close(db);
+	config_free(&cfg);
+	return rc;
+}

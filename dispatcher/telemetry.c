@@ -1,0 +1,243 @@
+/* Telemetry: owns the metrics registry and the HTTP server, maps dispatcher events onto
+ * metric families, and every few seconds reads the queue's figures (depth, oldest due
+ * age, mirror lag, dead tuples, oldest transaction) from PostgreSQL. */
+#include "telemetry.h"
+
+#include <event2/event.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+#include "pg.h"
+
+struct telemetry {
+	struct event_base *base;
+	struct metrics *reg;
+	struct outboxd_metrics *om;
+	struct http_server *http;
+	struct pgconn *work;
+	const struct breaker *smtp_breaker;
+	enum breaker_state last_breaker;
+	int stats_running;
+	long schema_version; /* applied in the database; -1 unknown */
+	int db_up;
+};
+
+/* Figures from SQL, all in one round trip, as one JSON document. */
+static const char *const STATS_SQL =
+	"SELECT json_build_object("
+	" 'depth', (SELECT json_object_agg(state, n) FROM outbox.queue_depth AS q(state, n)),"
+	" 'oldest', (SELECT oldest_due_pending_age_seconds FROM outbox.queue_health),"
+	" 'lag_rows', (SELECT unpublished FROM outbox.mirror_lag),"
+	" 'lag_seconds', (SELECT oldest_unpublished_age_seconds FROM outbox.mirror_lag),"
+	" 'tables', (SELECT json_agg(json_build_object('t', relname, 'dead', n_dead_tup,"
+	"      'vac', extract(epoch FROM greatest(last_autovacuum, last_vacuum))))"
+	"      FROM pg_stat_user_tables WHERE schemaname = 'outbox'"
+	"       AND relname IN ('messages', 'message_recipients', 'events')),"
+	" 'xact_age', (SELECT coalesce(max(extract(epoch FROM now() - xact_start)), 0)"
+	"      FROM pg_stat_activity WHERE xact_start IS NOT NULL AND datname = current_database()),"
+	" 'schema', (SELECT max(version) FROM outbox.schema_migrations))::text";
+
+static int ready_cb(void *arg, char *reason, size_t len)
+{
+	struct telemetry *t = arg;
+
+	if (t->work == NULL || !pg_ready(t->work) || !t->db_up) {
+		snprintf(reason, len, "database not connected");
+		return 0;
+	}
+	if (t->schema_version < 0) {
+		snprintf(reason, len, "schema version not read yet");
+		return 0;
+	}
+	if (t->schema_version < OUTBOXD_SCHEMA_VERSION) {
+		snprintf(reason, len, "migrations not current: database at %ld, this build needs %d (run outboxd migrate)",
+			 t->schema_version, OUTBOXD_SCHEMA_VERSION);
+		return 0;
+	}
+	if (t->smtp_breaker && breaker_state(t->smtp_breaker) == BREAKER_OPEN) {
+		snprintf(reason, len, "smtp circuit breaker open");
+		return 0;
+	}
+	return 1;
+}
+
+struct telemetry *telemetry_new(struct event_base *base, const struct config *cfg,
+				const struct breaker *smtp_breaker, char *errbuf, size_t errlen)
+{
+	struct telemetry *t = calloc(1, sizeof(*t));
+
+	if (t == NULL) {
+		snprintf(errbuf, errlen, "out of memory");
+		return NULL;
+	}
+	t->base = base;
+	t->smtp_breaker = smtp_breaker;
+	t->schema_version = -1;
+	t->reg = metrics_new();
+	if (t->reg == NULL || (t->om = outboxd_metrics_new(t->reg, OUTBOXD_VERSION)) == NULL) {
+		snprintf(errbuf, errlen, "cannot register metrics");
+		telemetry_free(t);
+		return NULL;
+	}
+	if (cfg->http_listen && cfg->http_listen[0]) {
+		t->http = http_start(base, cfg->http_listen, t->reg, ready_cb, t, errbuf, errlen);
+		if (t->http == NULL) {
+			telemetry_free(t);
+			return NULL;
+		}
+		log_info("http listening", "slisten", cfg->http_listen, NULL);
+	}
+	return t;
+}
+
+void telemetry_attach(struct telemetry *t, struct pgconn *work)
+{
+	t->work = work;
+}
+
+void telemetry_free(struct telemetry *t)
+{
+	if (t == NULL)
+		return;
+	if (t->http)
+		http_stop(t->http);
+	outboxd_metrics_free(t->om);
+	metrics_free(t->reg);
+	free(t);
+}
+
+void telemetry_outcome(struct telemetry *t, const char *outcome, double latency_s)
+{
+	struct outboxd_metrics *om = t->om;
+
+	if (strcmp(outcome, "sent") == 0) {
+		metrics_inc(om->msg_sent);
+		if (latency_s > 0)
+			metrics_observe(om->delivery_latency, latency_s);
+	} else if (strcmp(outcome, "retry") == 0) {
+		metrics_inc(om->msg_retry);
+	} else if (strcmp(outcome, "failed") == 0) {
+		metrics_inc(om->msg_failed);
+	} else if (strcmp(outcome, "dead") == 0) {
+		metrics_inc(om->msg_dead);
+	} else if (strcmp(outcome, "unknown") == 0) {
+		metrics_inc(om->msg_unknown);
+	} else if (strcmp(outcome, "released") == 0) {
+		metrics_inc(om->msg_released);
+	}
+}
+
+void telemetry_smtp_reply(struct telemetry *t, int code, double duration_s)
+{
+	struct outboxd_metrics *om = t->om;
+
+	if (code >= 200 && code < 300)
+		metrics_inc(om->smtp_2xx);
+	else if (code >= 400 && code < 500)
+		metrics_inc(om->smtp_4xx);
+	else if (code >= 500 && code < 600)
+		metrics_inc(om->smtp_5xx);
+	else
+		metrics_inc(om->smtp_none);
+	metrics_observe(om->smtp_send_duration, duration_s);
+}
+
+void telemetry_claim(struct telemetry *t, int rows)
+{
+	metrics_observe(t->om->claim_batch_size, rows);
+}
+
+void telemetry_in_flight(struct telemetry *t, int n)
+{
+	if (t)
+		metrics_set(t->om->in_flight, n);
+}
+
+void telemetry_database_up(struct telemetry *t, int up)
+{
+	t->db_up = up;
+	metrics_set(t->om->database_up, up);
+}
+
+void telemetry_listener_up(struct telemetry *t, int up)
+{
+	metrics_set(t->om->listener_up, up);
+}
+
+void telemetry_breaker(struct telemetry *t, const char *sink, enum breaker_state s)
+{
+	struct metrics_child *c = strcmp(sink, "kafka") == 0 ? t->om->breaker_kafka : t->om->breaker_smtp;
+	double v = s == BREAKER_CLOSED ? 0 : s == BREAKER_HALF_OPEN ? 1 : 2;
+
+	metrics_set(c, v);
+	if (strcmp(sink, "smtp") == 0 && s != t->last_breaker) {
+		metrics_inc(metrics_child(t->om->breaker_transitions, sink, breaker_state_name(s), NULL));
+		log_warn("circuit breaker", "ssink", sink, "sfrom", breaker_state_name(t->last_breaker), "sto",
+			 breaker_state_name(s), NULL);
+		t->last_breaker = s;
+	}
+}
+
+static void apply_stats(struct telemetry *t, json_t *o)
+{
+	struct outboxd_metrics *om = t->om;
+	json_t *depth = json_object_get(o, "depth"), *tables = json_object_get(o, "tables"), *v;
+	size_t i;
+
+	metrics_set(om->depth_pending, json_number_value(json_object_get(depth, "pending")));
+	metrics_set(om->depth_sending, json_number_value(json_object_get(depth, "sending")));
+	metrics_set(om->depth_sent, json_number_value(json_object_get(depth, "sent")));
+	metrics_set(om->depth_failed, json_number_value(json_object_get(depth, "failed")));
+	metrics_set(om->depth_dead, json_number_value(json_object_get(depth, "dead")));
+	metrics_set(om->depth_cancelled, json_number_value(json_object_get(depth, "cancelled")));
+	metrics_set(om->oldest_pending_age, json_number_value(json_object_get(o, "oldest")));
+	metrics_set(om->kafka_lag_rows, json_number_value(json_object_get(o, "lag_rows")));
+	metrics_set(om->kafka_lag_seconds, json_number_value(json_object_get(o, "lag_seconds")));
+	metrics_set(om->oldest_xact_age, json_number_value(json_object_get(o, "xact_age")));
+	json_array_foreach(tables, i, v)
+	{
+		const char *name = json_string_value(json_object_get(v, "t"));
+		if (name == NULL)
+			continue;
+		metrics_set(metrics_child(om->table_dead_tuples, name, NULL),
+			    json_number_value(json_object_get(v, "dead")));
+		metrics_set(metrics_child(om->table_last_autovacuum, name, NULL),
+			    json_number_value(json_object_get(v, "vac")));
+	}
+	v = json_object_get(o, "schema");
+	t->schema_version = json_is_integer(v) ? (long)json_integer_value(v) : 0;
+}
+
+static void on_stats(void *arg, const struct pg_result *res, const char *err)
+{
+	struct telemetry *t = arg;
+	json_t *o;
+
+	t->stats_running = 0;
+	if (res == NULL || !pg_result_ok(res) || pg_ntuples(res) != 1) {
+		log_warn("reading queue figures failed", "serror", err ? err : pg_result_error(res), NULL);
+		return;
+	}
+	o = json_loads(pg_value(res, 0, 0), 0, NULL);
+	if (o) {
+		apply_stats(t, o);
+		json_decref(o);
+	}
+}
+
+void telemetry_tick(struct telemetry *t, unsigned ticks)
+{
+	/* right after connecting (schema unknown), then every 5 s */
+	if (t->stats_running || t->work == NULL || !pg_ready(t->work))
+		return;
+	if (t->schema_version >= 0 && ticks % 5 != 0)
+		return;
+	if (pg_query(t->work, STATS_SQL, 0, NULL, 10000, on_stats, t) == 0)
+		t->stats_running = 1;
+}

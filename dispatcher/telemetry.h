@@ -1,0 +1,37 @@
+/* Telemetry: the dispatcher's metrics, the HTTP endpoints (/health, /health/ready,
+ * /metrics) and the periodic read of queue figures from PostgreSQL. The core reports
+ * events here and never touches the registry directly. */
+#ifndef OUTBOXD_TELEMETRY_H
+#define OUTBOXD_TELEMETRY_H
+
+#include <stddef.h>
+
+#include "breaker.h"
+
+struct event_base;
+struct config;
+struct pgconn;
+struct telemetry;
+
+/* Creates the registry and starts the HTTP server on http.listen ("" = no server).
+ * Returns NULL with errbuf set (for example when the port is taken). */
+struct telemetry *telemetry_new(struct event_base *base, const struct config *cfg,
+				const struct breaker *smtp_breaker, char *errbuf, size_t errlen);
+/* Gives the connection used to read queue figures and readiness (schema version). */
+void telemetry_attach(struct telemetry *t, struct pgconn *work);
+void telemetry_free(struct telemetry *t);
+
+/* outcome: "sent", "retry", "failed", "dead", "unknown", "released"; latency_s is
+ * commit -> delivered for "sent" (0 = unknown). */
+void telemetry_outcome(struct telemetry *t, const char *outcome, double latency_s);
+/* One SMTP transaction's final reply (0 = no reply) and duration. */
+void telemetry_smtp_reply(struct telemetry *t, int code, double duration_s);
+void telemetry_claim(struct telemetry *t, int rows);
+void telemetry_in_flight(struct telemetry *t, int n);
+void telemetry_database_up(struct telemetry *t, int up);
+void telemetry_listener_up(struct telemetry *t, int up);
+void telemetry_breaker(struct telemetry *t, const char *sink, enum breaker_state s);
+/* Called once a second by the dispatcher's maintenance tick. */
+void telemetry_tick(struct telemetry *t, unsigned ticks);
+
+#endif

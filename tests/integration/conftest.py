@@ -1,0 +1,118 @@
+"""Fixtures for black-box integration tests: a throwaway PostgreSQL cluster per test session
+(fresh database per test), helpers to run SQL and the outboxd binary. Every service a test
+needs is started here and stopped whatever happens."""
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+OUTBOXD = os.environ.get("OUTBOXD_BIN", os.path.join(ROOT, "build", "outboxd"))
+PG_LOCAL = os.path.join(ROOT, "ops", "scripts", "pg-local.sh")
+
+
+class Cluster:
+    """A PostgreSQL cluster owned by the test run (ops/scripts/pg-local.sh)."""
+
+    def __init__(self, path):
+        self.path = path
+        out = subprocess.run([PG_LOCAL, "start", path], check=True, capture_output=True, text=True).stdout
+        self.env = {}
+        for word in out.split():
+            if "=" in word:
+                k, v = word.split("=", 1)
+                self.env[k] = v
+        self.port = int(self.env["PGPORT"])
+
+    def dsn(self, dbname="postgres", **extra):
+        parts = [f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"]
+        parts += [f"{k}={v}" for k, v in extra.items()]
+        return " ".join(parts)
+
+    def url(self, dbname="postgres"):
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def stop(self, mode="fast"):
+        subprocess.run([PG_LOCAL, "stop", self.path, mode], check=True)
+
+    def start(self):
+        subprocess.run([PG_LOCAL, "start", self.path, str(self.port)], check=True, capture_output=True)
+
+    def restart(self, mode="fast"):
+        subprocess.run([PG_LOCAL, "restart", self.path, mode], check=True)
+
+    def destroy(self):
+        subprocess.run([PG_LOCAL, "destroy", self.path], check=False)
+
+
+def psql(dsn, sql, *args, check=True):
+    """Runs SQL through psql (ON_ERROR_STOP) and returns stdout, unaligned, tuples only."""
+    cmd = ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", sql, *args]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"psql failed ({r.returncode}): {r.stderr.strip()}\nSQL: {sql}")
+    return r.stdout.strip() if check else r
+
+
+class Database:
+    """A fresh database inside the session cluster."""
+
+    def __init__(self, cluster, name):
+        self.cluster = cluster
+        self.name = name
+        self.dsn = cluster.dsn(name)
+        self.url = cluster.url(name)
+
+    def sql(self, query, check=True):
+        return psql(self.dsn, query, check=check)
+
+    def scalar(self, query):
+        out = self.sql(query)
+        return out.splitlines()[0] if out else None
+
+    def migrate(self, *args):
+        r = run_outboxd("migrate", "--database-url", self.url, *args)
+        assert r.returncode == 0, r.stderr
+        return r
+
+
+def run_outboxd(*args, env=None, timeout=60, **kw):
+    """Runs build/outboxd with args and returns the CompletedProcess (text)."""
+    e = dict(os.environ)
+    if env:
+        e.update(env)
+    return subprocess.run([OUTBOXD, *args], capture_output=True, text=True, env=e, timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    path = tempfile.mkdtemp(prefix="outboxd-pg-")
+    os.rmdir(path)
+    c = Cluster(path)
+    try:
+        yield c
+    finally:
+        c.destroy()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def db(cluster):
+    """An empty database, dropped after the test."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    psql(cluster.dsn(), f"CREATE DATABASE {name}")
+    d = Database(cluster, name)
+    try:
+        yield d
+    finally:
+        psql(cluster.dsn(), f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", check=False)
+
+
+@pytest.fixture
+def migrated_db(db):
+    """A database with every migration and sql/ file applied by `outboxd migrate`."""
+    db.migrate()
+    return db
