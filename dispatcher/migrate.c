@@ -79,7 +79,7 @@ static const char usage_text[] =
 	"                           migrations directory, else found next to the binary\n"
 	"  --status                 list applied and pending migrations; change nothing\n"
 	"  --dry-run                print what would be applied; change nothing\n"
-	"  --lock-timeout S         lock_timeout for migration statements (default 10)\n"
+	"  --lock-timeout S         lock_timeout for migration statements (default 10; 0: none)\n"
 	"  --wait-timeout S         how long to wait for a concurrent migrate run (default 900)\n"
 	"  --statement-timeout S    statement_timeout for migration statements (default 0: none)\n"
 	"\n"
@@ -764,15 +764,29 @@ static int db_connect(struct migrate_ctx *c)
 	return 0;
 }
 
-/* Session settings: quiet notices, bounded lock waits, the chosen statement timeout. */
+/*
+ * Session settings: quiet notices, bounded lock waits, the chosen statement timeout. On
+ * PostgreSQL 14+ the server also checks for a vanished client during long statements, so
+ * a killed migrate run does not leave DDL running (and holding locks) behind it.
+ */
 static int db_configure(struct migrate_ctx *c)
 {
-	char sql[256];
+	char sql[320];
 	snprintf(sql, sizeof sql,
 		 "SET client_min_messages = warning; SET lock_timeout = %lld; "
-		 "SET statement_timeout = %lld; SET idle_in_transaction_session_timeout = 0",
-		 c->o.lock_timeout_ms, c->o.statement_timeout_ms);
+		 "SET statement_timeout = %lld; SET idle_in_transaction_session_timeout = 0%s",
+		 c->o.lock_timeout_ms, c->o.statement_timeout_ms,
+		 PQserverVersion(c->conn) >= 140000 ? "; SET client_connection_check_interval = 1000" : "");
 	return exec_cmd(c->conn, "configuring the session", sql);
+}
+
+/* Undoes any session setting a file changed (a SET without LOCAL outlives its
+ * transaction), so every file runs in the same session state as in a fresh run. */
+static int db_reset_session(struct migrate_ctx *c)
+{
+	if (exec_cmd(c->conn, "resetting the session", "RESET ALL") < 0)
+		return -1;
+	return db_configure(c);
 }
 
 /*
@@ -965,7 +979,7 @@ static int apply_one(struct migrate_ctx *c, size_t i)
 	struct loaded_file *lf = &c->mig_files[i];
 	long long t0 = now_ms();
 
-	if (exec_cmd(c->conn, mf->filename, "BEGIN") < 0)
+	if (db_reset_session(c) < 0 || exec_cmd(c->conn, mf->filename, "BEGIN") < 0)
 		return -1;
 	if (exec_file(c->conn, mf->filename, &lf->text) < 0) {
 		rollback(c->conn);
@@ -1012,7 +1026,7 @@ static int apply_sql(struct migrate_ctx *c)
 		say("sql: no files to re-apply");
 		return 0;
 	}
-	if (exec_cmd(c->conn, "sql", "BEGIN") < 0)
+	if (db_reset_session(c) < 0 || exec_cmd(c->conn, "sql", "BEGIN") < 0)
 		return -1;
 	for (size_t i = 0; i < c->n_sql; i++) {
 		snprintf(label, sizeof label, "sql/%s", c->sql_files[i].filename);
@@ -1111,9 +1125,14 @@ static int run_apply(struct migrate_ctx *c)
 		return EXIT_RUNTIME;
 	}
 	size_t applied = 0;
+	int n_rows = PQntuples(c->applied);
+	int newest = n_rows ? atoi(PQgetvalue(c->applied, n_rows - 1, 0)) : -1;
 	for (size_t i = 0; i < c->mig.n; i++) {
 		if (find_applied(c, c->mig.files[i].version) >= 0)
 			continue;
+		if (c->mig.files[i].version < newest)
+			warn("applying %s out of order: version %d is already applied",
+			     c->mig.files[i].filename, newest);
 		if (apply_one(c, i) < 0) {
 			err("stopped at %s (rolled back); %zu earlier migration%s of this run stay%s applied",
 			    c->mig.files[i].filename, applied, applied == 1 ? "" : "s", applied == 1 ? "s" : "");

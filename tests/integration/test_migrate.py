@@ -180,6 +180,7 @@ def test_concurrent_runs_apply_each_migration_once(db, tmp_path):
     assert db.sql("SELECT what FROM ran ORDER BY what").splitlines() == ["0001", "0002"]
     assert sum("applied 0001_slow" in out for out, _ in outs) == 1
     assert sum("nothing to apply" in out for out, _ in outs) == 1
+    assert sum("waiting for another outboxd migrate" in out for out, _ in outs) == 1  # it queued
 
 
 def test_status_and_dry_run_change_nothing(db, mdir, tmp_path):
@@ -329,3 +330,30 @@ def test_installed_binary_finds_its_migrations(db, tmp_path):
     st = migrate("--status", env={"OUTBOXD_DATABASE_URL": db.url}, cwd=elsewhere, binary=binary)
     assert st.returncode == 0, st.stderr
     assert str(prefix / "share" / "outboxd" / "migrations") in st.stdout
+
+
+def test_session_settings_do_not_leak_between_files(db, tmp_path):
+    mdir = write_dir(tmp_path / "m", {
+        "0001_set.sql": "SET search_path = nowhere; SET lock_timeout = 0;",
+        "0002_plain.sql": "CREATE TABLE plain (x int);",
+    })
+    sqldir = write_dir(tmp_path / "sql", {"a.sql": "CREATE TABLE public.seen AS SELECT "
+                                          "current_setting('search_path') AS sp, "
+                                          "current_setting('lock_timeout') AS lt;"})
+    r = migrate("--database-url", db.url, "--migrations", mdir, "--sql", sqldir)
+    assert r.returncode == 0, r.stderr
+    assert db.scalar("SELECT to_regclass('public.plain') IS NOT NULL") == "t"
+    assert db.scalar("SELECT sp FROM public.seen") != "nowhere"
+    assert db.scalar("SELECT lt FROM public.seen") == "10s"  # --lock-timeout default, restored
+    assert db.scalar("SELECT count(*) FROM pg_stat_activity "
+                     "WHERE application_name = 'outboxd-migrate'") == "0"
+
+
+def test_out_of_order_file_is_applied_with_a_warning(db, tmp_path):
+    mdir = write_dir(tmp_path / "m", {"0001_a.sql": "SELECT 1;", "0003_c.sql": "SELECT 3;"})
+    assert migrate("--database-url", db.url, "--migrations", mdir).returncode == 0
+    write_dir(mdir, {"0002_b.sql": "CREATE TABLE b (x int);"})
+    r = migrate("--database-url", db.url, "--migrations", mdir)
+    assert r.returncode == 0, r.stderr
+    assert "out of order" in r.stderr and "0002_b.sql" in r.stderr
+    assert [v for v, _ in applied(db)] == [1, 2, 3]
