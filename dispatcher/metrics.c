@@ -404,7 +404,7 @@ struct metrics_child *metrics_child(struct metrics_family *fam, ...)
 			break;
 	}
 	if (i == fam->nlabels && va_arg(ap, const char *) != NULL)
-		i = 0; /* too many values */
+		i = METRICS_MAX_LABELS + 1; /* too many values */
 	va_end(ap);
 	if (i != fam->nlabels)
 		return NULL;

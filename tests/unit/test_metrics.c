@@ -453,6 +453,8 @@ static void test_children_and_updates(void)
 	CHECK(metrics_child(f, "only-one", NULL) == NULL, "too few values");
 	CHECK(metrics_child(f, "1", "2", "3", NULL) == NULL, "too many values");
 	CHECK(metrics_child(NULL, NULL) == NULL, "NULL family");
+	CHECK(metrics_child(g, "extra", NULL) == NULL, "value for an unlabelled family");
+	CHECK(metrics_child(g, NULL) != NULL, "unlabelled child");
 	c = metrics_child(f, "1", "2", NULL);
 	CHECK(c != NULL && metrics_childv(f, vals) == c, "array lookup finds same child");
 	metrics_add(c, -5);
