@@ -1122,12 +1122,15 @@ static void secrets_load(struct config *cfg, const struct layer *ly, struct errs
 {
 	for (size_t i = 0; i < NKEYS; i++) {
 		const struct config_key *k = &keys[i];
-		const char *path = *(char **)field_cptr(cfg, k->offset);
+		const char *path;
 		char **target;
 		char *s;
 		int err = 0;
 
-		if (k->type != KT_SECRET_FILE || !path || !*path)
+		if (k->type != KT_SECRET_FILE)
+			continue;
+		path = *(char *const *)field_cptr(cfg, k->offset);
+		if (!path || !*path)
 			continue;
 		s = secret_read(path, &err);
 		if (!s) {
@@ -1296,10 +1299,13 @@ static char *mask_credentials(const char *s)
 		return NULL;
 	while (*p) {
 		if (scheme && !masked_url && p == scheme + 3) {
-			const char *at = strpbrk(p, "@/?"), *colon;
+			const char *end = strpbrk(p, "/?#"), *at, *colon;
 
+			/* the last '@' of the authority: an unencoded '@' may sit in the password */
+			end = end ? end : p + strlen(p);
+			at = memrchr(p, '@', (size_t)(end - p));
 			masked_url = 1;
-			if (at && *at == '@' && (colon = memchr(p, ':', (size_t)(at - p)))) {
+			if (at && (colon = memchr(p, ':', (size_t)(at - p)))) {
 				memcpy(o, p, (size_t)(colon + 1 - p));
 				o += colon + 1 - p;
 				o = stpcpy(o, "********");

@@ -391,6 +391,15 @@ static void test_secrets(void)
 	free(errs);
 	config_free(&cfg);
 	env_clear();
+	setenv("OUTBOXD_DATABASE_URL", "postgres://u:p@ss@h/db?sslmode=require&password=q", 1);
+	n = load_path(&cfg, NULL, &errs);
+	CHECK_INT(n, 0);
+	out = capture_print(&cfg);
+	CHECK(strstr(out, "\"postgres://u:********@h/db?sslmode=require&password=********\"") != NULL, "%s", out);
+	free(out);
+	free(errs);
+	config_free(&cfg);
+	env_clear();
 
 	/* the higher layer wins between a secret and its file */
 	setenv("OUTBOXD_SMTP_PASSWORD", "from-env", 1);
