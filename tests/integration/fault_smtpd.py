@@ -72,6 +72,7 @@ import signal
 import ssl
 import sys
 import time
+import warnings
 
 from aiosmtpd.smtp import SMTP, AuthResult
 
@@ -279,7 +280,7 @@ class FaultSMTP(SMTP):
     def login_name(self):
         if self.session is None or not self.session.authenticated:
             return None
-        login = self.session.login_data
+        login = getattr(self.session.auth_data, "login", None)
         return login.decode("utf-8", "replace") if isinstance(login, bytes) else login
 
     # --- logging -------------------------------------------------------------------------
@@ -441,6 +442,12 @@ def main(argv=None):
     args = parse_args(argv if argv is not None else sys.argv[1:])
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # aiosmtpd warns on every AUTH (its own use of a deprecated field) and on every
+    # implicit-TLS connection (AUTH without STARTTLS, which is intended there).
+    noise = ("login_data is deprecated", "auth_require_tls == False")
+    logging.getLogger("mail.log").addFilter(
+        lambda rec: not any(n in rec.getMessage() for n in noise))
+    warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
     asyncio.run(serve(args))
     return 0
 
