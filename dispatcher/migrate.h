@@ -9,7 +9,8 @@
 /*
  * Key of the session advisory lock (pg_advisory_lock(bigint)) that serialises concurrent
  * `outboxd migrate` runs against one database: the ASCII bytes of "outboxmg". Other
- * advisory locks taken by outboxd must use different keys.
+ * advisory locks taken by outboxd must use different keys. The lock is session-scoped, so
+ * migrate needs a direct or session-pooled connection, never transaction pooling.
  */
 #define MIGRATE_LOCK_KEY 0x6f7574626f786d67LL
 
