@@ -83,7 +83,7 @@ void config_print(const struct config *cfg, FILE *out);
 
 /* Writes an example YAML file: every key with its doc comment and default (the content
  * of ops/outboxd.example.yaml). Returns the number of bad defaults, normally 0. */
-int config_print_example(FILE *out);
+int config_print_example(FILE *out) __attribute__((warn_unused_result));
 
 /* Writes the Markdown table of every key (path, env, type, default, bounds, reload, doc). */
 void config_print_docs(FILE *out);
