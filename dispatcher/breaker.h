@@ -45,7 +45,9 @@ int breaker_allow(struct breaker *b, uint64_t now_ms);
 void breaker_success(struct breaker *b, uint64_t now_ms);
 
 /* Reports that the relay failed. Opens after threshold consecutive failures; a failed
- * probe re-opens with a doubled period. Late failures while open change nothing. */
+ * probe re-opens with a doubled period. Late failures while open change nothing; any
+ * failure reported while half-open (even from a request sent before the breaker opened)
+ * counts as the probe failing, which errs on the side of leaving a sick relay alone. */
 void breaker_failure(struct breaker *b, uint64_t now_ms);
 
 /* Releases an allowed request that said nothing about the relay (not sent, cancelled,

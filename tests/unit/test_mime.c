@@ -519,7 +519,8 @@ static int gen_text(struct buf *b, size_t maxlen, int allow_nl, int allow_tab, i
 	}
 	for (i = 0; i < n; i++) {
 		if (mostly_cjk && rn(4) != 0) {
-			if (buf_puts(b, "日本語の文章"[0] ? "語" : "") < 0)
+			static const char *const cjk[] = { "日", "本", "語", "の", "文", "章", "。" };
+			if (buf_puts(b, cjk[rn(sizeof(cjk) / sizeof(cjk[0]))]) < 0)
 				return -1;
 		} else if (gen_char(b, allow_nl, allow_tab) < 0) {
 			return -1;
@@ -622,11 +623,47 @@ out:
 	return ok;
 }
 
+/* Splits multipart/alternative: exactly two parts, plain first, both decode to want. */
+static int multipart_roundtrip(const char *msg, const char *want)
+{
+	const char *b = strstr(msg, "boundary=\""), *p, *q;
+	char delim[64];
+	int part = 0, ok = 1;
+
+	if (b == NULL)
+		return 0;
+	b += 10;
+	q = strchr(b, '"');
+	if (q == NULL || q - b > 50)
+		return 0;
+	snprintf(delim, sizeof(delim), "--%.*s", (int)(q - b), b);
+	p = strstr(q, delim);
+	while (p && ok) {
+		const char *next;
+		struct buf one;
+
+		p += strlen(delim);
+		if (strncmp(p, "--\r\n", 4) == 0)
+			break;
+		next = strstr(p, delim);
+		if (next == NULL)
+			return 0;
+		buf_init(&one);
+		ok = buf_append(&one, p + 2, (size_t)(next - p - 2)) == 0 &&
+		     strstr(one.data, part == 0 ? "text/plain" : "text/html") != NULL &&
+		     body_roundtrip(one.data, want);
+		buf_free(&one);
+		part++;
+		p = next;
+	}
+	return ok && part == 2;
+}
+
 static void test_property(void)
 {
 	struct buf subj, body, name, out, v, dec, to0;
 	const char *to[1];
-	int iter, fails = 0, seen_b64 = 0, seen_qp = 0, seen_7 = 0, seen_q = 0, seen_b = 0;
+	int iter, fails = 0, seen_multi = 0, seen_b64 = 0, seen_qp = 0, seen_7 = 0, seen_q = 0, seen_b = 0;
 
 	buf_init(&subj);
 	buf_init(&body);
@@ -672,10 +709,18 @@ static void test_property(void)
 		xh[0].value = name.data;
 		m.headers = xh;
 		m.n_headers = 1;
-		if (rn(3) == 0)
+		switch (rn(4)) {
+		case 0:
 			m.body_html = body.data;
-		else
+			break;
+		case 1:
+			m.body_html = body.data;
 			m.body_text = body.data;
+			seen_multi = 1;
+			break;
+		default:
+			m.body_text = body.data;
+		}
 		buf_reset(&out);
 		if (mime_build(&m, &out, err, sizeof(err)) != 0) {
 			CHECK(0, "iter %d: refused: %s", iter, err);
@@ -721,8 +766,8 @@ static void test_property(void)
 				fprintf(stderr, "iter %d name: [%s] vs [%s]\n", iter, v.data, name.data);
 		}
 		if (ok) {
-			ok = body_roundtrip(out.data + b - 4 - 0 > out.data ? out.data : out.data,
-					    body.data);
+			ok = m.body_text && m.body_html && body.len > 0 ? multipart_roundtrip(out.data, body.data)
+							 : body_roundtrip(out.data, body.data);
 			seen_b64 |= strstr(out.data, "Encoding: base64") != NULL;
 			seen_qp |= strstr(out.data, "Encoding: quoted-printable") != NULL;
 			seen_7 |= strstr(out.data, "Encoding: 7bit") != NULL;
@@ -735,6 +780,7 @@ static void test_property(void)
 	}
 	CHECK(seen_b64 && seen_qp && seen_7, "encodings not all exercised: b64=%d qp=%d 7bit=%d",
 	      seen_b64, seen_qp, seen_7);
+	CHECK(seen_multi, "multipart not exercised");
 	CHECK(seen_q && seen_b, "word encodings not all exercised: Q=%d B=%d", seen_q, seen_b);
 	buf_free(&subj);
 	buf_free(&body);
@@ -784,6 +830,64 @@ static void test_words(void)
 	CHECK_INT(bad, 0);
 }
 
+/* Hostile inputs: random bytes from a pool full of address punctuation. Anything
+ * accepted must still have the right shape; nothing may crash (run under ASan). */
+static void test_garbage(void)
+{
+	static const char pool[] = "aZ9 \t<>\"\\,;:@.()[]=?_-\xc3\xa9\xe2\x80\x94\xff\r\n";
+	static const char *const safe[] = { "a", "Z", "9", " ", "\t", "<", ">", "\"", "\\", ",", ";",
+					    ":", "@", ".", "(", ")", "=?", "?=", "_", "é", "—", "😀" };
+	struct buf f[4], out;
+	int iter, accepted = 0, k;
+
+	for (k = 0; k < 4; k++)
+		buf_init(&f[k]);
+	buf_init(&out);
+	for (iter = 0; iter < 3000; iter++) {
+		struct mime_msg m;
+		struct mime_header xh[1];
+		const char *to[1];
+		char err[256];
+
+		int raw = rn(4) == 0; /* raw bytes (mostly refused) or well-formed UTF-8 */
+		for (k = 0; k < 4; k++) {
+			size_t n = rn(40), i;
+			buf_reset(&f[k]);
+			for (i = 0; i < n; i++)
+				if ((raw ? buf_putc(&f[k], pool[rn(sizeof(pool) - 1)])
+					 : buf_puts(&f[k], safe[rn(sizeof(safe) / sizeof(safe[0]))])) < 0)
+					return;
+			if (buf_puts(&f[k], rn(3) ? " <x@example.com>" : "") < 0)
+				return;
+		}
+		to[0] = f[0].data;
+		memset(&m, 0, sizeof(m));
+		m.message_id = "<g@example.com>";
+		m.from = f[1].data;
+		m.to = to;
+		m.n_to = 1;
+		m.reply_to = rn(2) ? f[2].data : NULL;
+		m.subject = f[3].data;
+		xh[0].name = rn(2) ? "X-G" : f[2].data;
+		xh[0].value = f[3].data;
+		m.headers = xh;
+		m.n_headers = 1;
+		m.body_text = f[2].data;
+		buf_reset(&out);
+		err[0] = '\0';
+		if (mime_build(&m, &out, err, sizeof(err)) == 0) {
+			accepted++;
+			check_shape(&out, iter);
+		} else {
+			CHECK(err[0] != '\0' && out.len == 0, "iter %d: no reason or partial output", iter);
+		}
+	}
+	CHECK(accepted > 0, "nothing accepted");
+	for (k = 0; k < 4; k++)
+		buf_free(&f[k]);
+	buf_free(&out);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc > 1)
@@ -795,5 +899,6 @@ int main(int argc, char **argv)
 	test_refusals();
 	test_words();
 	test_property();
+	test_garbage();
 	return test_summary("mime");
 }
