@@ -100,6 +100,9 @@ static size_t header_cb(char *data, size_t size, size_t nmemb, void *arg)
 	size_t n = size * nmemb;
 	size_t len = n < sizeof(x->reply) - 1 ? n : sizeof(x->reply) - 1;
 
+	/* the reply to QUIT says nothing about the message */
+	if (n >= 3 && memcmp(data, "221", 3) == 0)
+		return n;
 	memcpy(x->reply, data, len);
 	x->reply[len] = '\0';
 	x->reply[strcspn(x->reply, "\r\n")] = '\0';

@@ -116,3 +116,25 @@ def migrated_db(db):
     """A database with every migration and sql/ file applied by `outboxd migrate`."""
     db.migrate()
     return db
+
+
+# Fixtures of the SMTP servers, certificates and outboxd processes, shared by every test.
+from certs import test_certs  # noqa: E402,F401
+from smtp_servers import fault_smtpd, fault_smtpd_factory, smtp_sink, smtp_sink_factory  # noqa: E402,F401
+
+
+@pytest.fixture
+def outboxd_factory(migrated_db):
+    """Callable (smtp_url, env=None, db=None) -> started Outboxd; all are killed after the test."""
+    from outboxd_proc import Outboxd
+
+    made = []
+
+    def make(smtp_url, env=None, db=None, name="outboxd"):
+        d = Outboxd(db or migrated_db, smtp_url, env=env, name=name)
+        made.append(d)
+        return d.start()
+
+    yield make
+    for d in made:
+        d.cleanup()

@@ -1,0 +1,258 @@
+"""The dispatcher against real servers: PostgreSQL, Postfix's smtp-sink and the scripted
+fault server. Every wait is bounded; every service is started and stopped by the test."""
+import collections
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from outboxd_proc import (connect, insert_messages, produce_concurrently, row, states,
+                          wait_for, wait_states)
+
+
+def sink_ids(sink):
+    return collections.Counter(m.message_id for m in sink.messages())
+
+
+def db_message_ids(db):
+    return set(db.sql("SELECT message_id FROM outbox.messages").split())
+
+
+def test_minimal_insert_is_delivered_with_its_message_id(migrated_db, smtp_sink, outboxd_factory):
+    d = outboxd_factory(smtp_sink.url)
+    migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
+                    "VALUES (ARRAY['a@example.com'], 'Hi', 'Hello')")
+    wait_states(migrated_db, {"sent": 1}, timeout=10)
+    r = row(migrated_db, migrated_db.scalar("SELECT id FROM outbox.messages"))
+    assert r["attempts"] == 1 and r["code"] == 250
+    smtp_sink.wait_for(1, timeout=10)
+    (mail,) = smtp_sink.messages()
+    assert mail.message_id == r["message_id"]
+    assert mail.subject == "Hi"
+    assert mail.envelope_to == "a@example.com"
+    assert d.stop() == 0
+    # every log line is one JSON object
+    lines = d.log_lines()
+    assert any(line["msg"] == "outboxd starting" for line in lines)
+
+
+def test_wakes_on_notify_well_before_the_poll(migrated_db, smtp_sink, outboxd_factory):
+    outboxd_factory(smtp_sink.url, env={"OUTBOXD_DISPATCHER_POLL_INTERVAL": "1h"})
+    # let it go idle (an empty claim registers it in outbox.dispatcher_idle)
+    wait_for(lambda: migrated_db.scalar("SELECT count(*) FROM outbox.dispatcher_idle") == "1",
+             timeout=10, what="dispatcher idle")
+    t0 = time.time()
+    migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
+                    "VALUES (ARRAY['b@example.com'], 'Fast', 'x')")
+    wait_states(migrated_db, {"sent": 1}, timeout=10, interval=0.01)
+    assert time.time() - t0 < 2.0
+
+
+def test_10000_emails_from_4_producers_each_delivered_once(migrated_db, smtp_sink, outboxd_factory):
+    outboxd_factory(smtp_sink.url, env={"OUTBOXD_SMTP_POOL_SIZE": "8"})
+    ids = produce_concurrently(migrated_db, producers=4, per_producer=2500, per_txn=25)
+    assert len(ids) == 10000
+    wait_states(migrated_db, {"sent": 10000}, timeout=120, interval=0.5)
+    smtp_sink.wait_for(10000, timeout=30)
+    got = sink_ids(smtp_sink)
+    assert len(got) == 10000
+    assert max(got.values()) == 1, [k for k, v in got.items() if v > 1][:5]
+    assert set(got) == db_message_ids(migrated_db)
+
+
+def test_three_dispatchers_never_send_twice(migrated_db, smtp_sink, outboxd_factory):
+    ds = [outboxd_factory(smtp_sink.url, name=f"d{i}") for i in range(3)]
+    produce_concurrently(migrated_db, producers=2, per_producer=2500, per_txn=50)
+    wait_states(migrated_db, {"sent": 5000}, timeout=120, interval=0.5)
+    smtp_sink.wait_for(5000, timeout=30)
+    got = sink_ids(smtp_sink)
+    assert len(got) == 5000 and max(got.values()) == 1
+    # the work was shared
+    assert all(d.stop() == 0 for d in ds)
+
+
+def test_kill9_then_restart_loses_nothing(migrated_db, smtp_sink, outboxd_factory):
+    env = {"OUTBOXD_DISPATCHER_LEASE": "2s", "OUTBOXD_DISPATCHER_MAX_IN_FLIGHT": "50"}
+    insert_messages(migrated_db, 3000, per_txn=500)
+    d = outboxd_factory(smtp_sink.url, env=env, name="victim")
+    wait_for(lambda: states(migrated_db).get("sent", 0) >= 500, timeout=60, what="500 sent")
+    os.kill(d.pid, signal.SIGKILL)
+    d.wait(5)
+    in_flight = int(migrated_db.scalar("SELECT count(*) FROM outbox.messages WHERE state = 'sending'"))
+    outboxd_factory(smtp_sink.url, env=env, name="successor")
+    wait_states(migrated_db, {"sent": 3000}, timeout=120, interval=0.5)
+    smtp_sink.wait_for(3000, timeout=30)
+    got = sink_ids(smtp_sink)
+    assert set(got) == db_message_ids(migrated_db)  # nothing lost, nothing foreign
+    dups = {k: v for k, v in got.items() if v > 1}
+    # duplicates only among rows that were in flight when the dispatcher died
+    assert len(dups) <= max(in_flight, 50)
+    assert all(v == 2 for v in dups.values())
+
+
+def test_paused_dispatcher_cannot_overwrite_the_takeover(migrated_db, fault_smtpd, outboxd_factory):
+    env = {"OUTBOXD_DISPATCHER_LEASE": "1s"}
+    # the relay holds the final "." for 3 s: A is mid-send when it is frozen
+    migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
+                    "VALUES (ARRAY['delay3000+x@example.com'], 'slow', 'x')")
+    a = outboxd_factory(fault_smtpd.url, env=env, name="paused")
+    wait_for(lambda: row(migrated_db, 1)["state"] == "sending", timeout=10, what="A sending")
+    os.kill(a.pid, signal.SIGSTOP)
+    try:
+        b = outboxd_factory(fault_smtpd.url, env=env, name="takeover")
+        wait_for(lambda: row(migrated_db, 1)["attempts"] == 2, timeout=15, what="B claims")
+        wait_states(migrated_db, {"sent": 1}, timeout=15)
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+    # A finishes its own send, but its outcome is fenced off
+    wait_for(lambda: "fenced off" in a.log_text(), timeout=15, what="A fenced")
+    r = row(migrated_db, 1)
+    assert r["state"] == "sent" and r["attempts"] == 2
+    assert b.stop() == 0
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_postgres_restart_mid_run(cluster, migrated_db, smtp_sink, outboxd_factory, mode):
+    insert_messages(migrated_db, 2000, per_txn=500)
+    d = outboxd_factory(smtp_sink.url, env={"OUTBOXD_DISPATCHER_LEASE": "3s"})
+    wait_for(lambda: states(migrated_db).get("sent", 0) >= 200, timeout=60, what="200 sent")
+    cluster.restart(mode)
+    # the dispatcher reconnects by itself; rows keep flowing
+    insert_messages(migrated_db, 500, start=2000, per_txn=100)
+    wait_states(migrated_db, {"sent": 2500}, timeout=120, interval=0.5)
+    smtp_sink.wait_for(2500, timeout=30)
+    assert set(sink_ids(smtp_sink)) == db_message_ids(migrated_db)
+    assert "database connected" in d.log_text()
+    assert d.stop() == 0
+
+
+def test_retry_then_sent_records_attempts(migrated_db, fault_smtpd, outboxd_factory):
+    migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
+                    "VALUES (ARRAY['temp2+r@example.com'], 'retry', 'x')")
+    outboxd_factory(fault_smtpd.url)
+    wait_states(migrated_db, {"sent": 1}, timeout=20)
+    r = row(migrated_db, 1)
+    assert r["attempts"] == 3
+    events = migrated_db.sql("SELECT type FROM outbox.events WHERE message_id = 1 ORDER BY id").split()
+    assert events.count("email.retry") == 2 and events[-1] == "email.sent"
+
+
+def test_5xx_fails_at_once_with_code_and_text(migrated_db, fault_smtpd, outboxd_factory):
+    migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
+                    "VALUES (ARRAY['perm+p@example.com'], 'perm', 'x')")
+    outboxd_factory(fault_smtpd.url)
+    wait_states(migrated_db, {"failed": 1}, timeout=20)
+    r = row(migrated_db, 1)
+    assert r["attempts"] == 1 and r["code"] == 550
+    assert "550" in r["error"] and "5.1.1" in r["error"]
+
+
+def test_attempts_exhausted_is_dead(migrated_db, fault_smtpd, outboxd_factory):
+    migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text, max_attempts) "
+                    "VALUES (ARRAY['temp+d@example.com'], 'dead', 'x', 3)")
+    outboxd_factory(fault_smtpd.url)
+    wait_states(migrated_db, {"dead": 1}, timeout=30)
+    r = row(migrated_db, 1)
+    assert r["attempts"] == 3 and r["code"] == 451
+
+
+def test_not_before_is_honoured(migrated_db, smtp_sink, outboxd_factory):
+    outboxd_factory(smtp_sink.url)
+    migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text, not_before) "
+                    "VALUES (ARRAY['later@example.com'], 'later', 'x', now() + interval '2 seconds')")
+    time.sleep(1.0)
+    assert states(migrated_db) == {"pending": 1}
+    wait_states(migrated_db, {"sent": 1}, timeout=10)
+    sent_after = migrated_db.scalar(
+        "SELECT sent_at >= not_before FROM outbox.messages WHERE id = 1")
+    assert sent_after == "t"
+
+
+def test_cancel_and_requeue(migrated_db, fault_smtpd, outboxd_factory):
+    migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text, not_before) "
+                    "VALUES (ARRAY['x@example.com'], 'cancel me', 'x', now() + interval '1 hour')")
+    migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
+                    "VALUES (ARRAY['perm+q@example.com'], 'requeue me', 'x')")
+    assert migrated_db.scalar("SELECT outbox.cancel(1)") == "t"
+    outboxd_factory(fault_smtpd.url)
+    wait_states(migrated_db, {"cancelled": 1, "failed": 1}, timeout=20)
+    # the address is refused for good; fix the cause, then requeue
+    migrated_db.sql("UPDATE outbox.messages SET recipients = ARRAY['ok+q@example.com'] WHERE id = 2")
+    assert migrated_db.scalar("SELECT outbox.requeue(2)") == "t"
+    wait_states(migrated_db, {"cancelled": 1, "sent": 1}, timeout=20)
+
+
+def test_mixed_recipients_get_per_recipient_status(migrated_db, fault_smtpd, outboxd_factory):
+    migrated_db.sql("INSERT INTO outbox.messages (recipients, cc, subject, body_text) "
+                    "VALUES (ARRAY['ok+a@example.com'], ARRAY['perm+b@example.com'], 'mixed', 'x')")
+    outboxd_factory(fault_smtpd.url)
+    wait_states(migrated_db, {"failed": 1}, timeout=20)
+    per = migrated_db.sql("SELECT address, state, coalesce(smtp_code, 0) FROM outbox.recipient_status "
+                          "WHERE message = 1 ORDER BY address")
+    assert per.splitlines() == ["ok+a@example.com|sent|250", "perm+b@example.com|failed|550"]
+    accepted = [m for m in fault_smtpd.messages()]
+    assert len(accepted) == 1
+    # one envelope recipient per transaction; the Cc header still shows both
+    assert "perm+b@example.com" in accepted[0].headers.get("Cc", "")
+
+
+def test_untrusted_certificate_is_refused_and_retried_never_clear_text(
+        migrated_db, fault_smtpd_factory, outboxd_factory):
+    server = fault_smtpd_factory(tls="require", cert="untrusted")
+    migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
+                    "VALUES (ARRAY['ok+tls@example.com'], 'tls', 'secret body')")
+    d = outboxd_factory(server.url, env={"OUTBOXD_SMTP_TLS": "required",
+                                         "OUTBOXD_SMTP_CA_FILE": server.ca_cert})
+    # certificate refused: a configuration fault, so the row goes back without an attempt
+    # charged and is tried again (until the breaker opens)
+    wait_for(lambda: sum(1 for line in server.client_lines() if line.upper().startswith("STARTTLS")) >= 2,
+             timeout=20, what="a second STARTTLS try")
+    r = row(migrated_db, 1)
+    assert r["state"] in ("pending", "sending")
+    assert server.count() == 0
+    assert "certificate" in d.log_text().lower() or "SSL" in d.log_text()
+    # the client never sent MAIL FROM (nor the body) on the unencrypted connection
+    assert not any(line.upper().startswith("MAIL") for line in server.client_lines())
+    d.stop()
+
+
+def test_starttls_and_auth_work_and_the_secret_is_never_logged(
+        migrated_db, fault_smtpd_factory, outboxd_factory, tmp_path):
+    secret = "s3cr3t-Pa55word"
+    server = fault_smtpd_factory(tls="require", auth=f"mailer:{secret}")
+    pw_file = tmp_path / "smtp-password"
+    pw_file.write_text(secret + "\n")
+    migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
+                    "VALUES (ARRAY['ok+auth@example.com'], 'auth', 'x')")
+    d = outboxd_factory(server.url.replace("127.0.0.1", "localhost"),
+                        env={"OUTBOXD_SMTP_TLS": "required", "OUTBOXD_SMTP_CA_FILE": server.ca_cert,
+                             "OUTBOXD_SMTP_USERNAME": "mailer",
+                             "OUTBOXD_SMTP_PASSWORD_FILE": str(pw_file),
+                             "OUTBOXD_LOG_LEVEL": "debug"})
+    wait_states(migrated_db, {"sent": 1}, timeout=20)
+    assert server.count() == 1
+    assert d.stop() == 0
+    text = d.log_text()
+    assert secret not in text
+    for line in text.splitlines():
+        json.loads(line)
+
+
+def test_sigterm_drains_in_flight_and_exits_zero(migrated_db, fault_smtpd, outboxd_factory):
+    # slow relay: each message takes 1 s, so several are in flight at SIGTERM
+    insert_messages(migrated_db, 20, recipient=lambda i: f"delay1000+{i}@example.com", per_txn=20)
+    d = outboxd_factory(fault_smtpd.url, env={"OUTBOXD_SMTP_POOL_SIZE": "4",
+                                              "OUTBOXD_DISPATCHER_DRAIN_TIMEOUT": "10s"})
+    wait_for(lambda: states(migrated_db).get("sent", 0) >= 1, timeout=20, what="first sent")
+    t0 = time.time()
+    d.signal(signal.SIGTERM)
+    assert d.wait(20) == 0
+    assert time.time() - t0 < 10
+    st = states(migrated_db)
+    # nothing is left leased: in-flight ones finished, the rest went back to pending
+    assert "sending" not in st, st
+    assert st.get("sent", 0) + st.get("pending", 0) == 20
+    # released rows were not charged an attempt
+    assert migrated_db.scalar("SELECT count(*) FROM outbox.messages WHERE state = 'pending' AND attempts > 0") == "0"
