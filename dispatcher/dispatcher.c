@@ -19,6 +19,7 @@
 #include "breaker.h"
 #include "buf.h"
 #include "config.h"
+#include "kafka.h"
 #include "log.h"
 #include "mime.h"
 #include "pg.h"
@@ -60,6 +61,7 @@ struct dispatcher {
 	struct pgconn *work;
 	struct pgconn *listen;
 	struct smtp_sink *smtp;
+	struct kafka_mirror *kafka; /* NULL when kafka.brokers is empty */
 	struct breaker breaker;
 	struct telemetry *tm;
 	char owner[256];
@@ -865,7 +867,7 @@ static void maybe_finish_drain(struct dispatcher *d)
 {
 	if (d->state != RUN_DRAINING)
 		return;
-	if (d->njobs > 0 || d->flushing)
+	if (d->njobs > 0 || d->flushing || !kafka_mirror_stopped(d->kafka))
 		return;
 	if (json_array_size(d->results) || json_array_size(d->releases)) {
 		if (pg_ready(d->work)) {
@@ -903,6 +905,8 @@ static void start_drain(struct dispatcher *d, const char *why)
 	set_run_state(d, RUN_DRAINING);
 	d->drain_deadline_ms = mono_ms() + (uint64_t)d->cfg->drain_timeout_ms;
 	smtp_cancel_queued(d->smtp);
+	if (d->kafka)
+		kafka_mirror_stop(d->kafka);
 	evtimer_add(d->ev_drain, &tv);
 	flush_kick(d);
 }
@@ -1089,6 +1093,14 @@ int dispatcher_main(int argc, char **argv)
 				   cfg.reconnect_max_ms, &lcb, d);
 	}
 	telemetry_attach(d->tm, d->work);
+	if (cfg.kafka_brokers && cfg.kafka_brokers[0]) {
+		d->kafka = kafka_mirror_new(d->base, &cfg, d->tm, err, sizeof(err));
+		if (d->kafka == NULL) {
+			log_error("cannot start the kafka mirror", "serror", err, NULL);
+			rc = 2;
+			goto out;
+		}
+	}
 	event_base_dispatch(d->base);
 	rc = d->exit_code;
 	log_info("outboxd stopped", "iexit", (long long)rc, NULL);
@@ -1101,6 +1113,7 @@ out:
 		job_unlink(d, j);
 		job_free(j);
 	}
+	kafka_mirror_free(d->kafka);
 	smtp_free(d->smtp);
 	telemetry_free(d->tm);
 	if (d->ev_claim) {

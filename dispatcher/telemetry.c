@@ -177,11 +177,21 @@ void telemetry_breaker(struct telemetry *t, const char *sink, enum breaker_state
 
 	metrics_set(c, v);
 	if (strcmp(sink, "smtp") == 0 && s != t->last_breaker) {
+		/* the kafka mirror reports its own transitions through the same family */
 		metrics_inc(metrics_child(t->om->breaker_transitions, sink, breaker_state_name(s), NULL));
 		log_warn("circuit breaker", "ssink", sink, "sfrom", breaker_state_name(t->last_breaker), "sto",
 			 breaker_state_name(s), NULL);
 		t->last_breaker = s;
 	}
+}
+
+void telemetry_kafka_publish(struct telemetry *t, const char *outcome, unsigned n)
+{
+	struct outboxd_metrics *om = t->om;
+	struct metrics_child *c = strcmp(outcome, "published") == 0 ? om->kafka_published
+				  : strcmp(outcome, "failed") == 0  ? om->kafka_failed
+								    : om->kafka_retry;
+	metrics_add(c, n);
 }
 
 static void apply_stats(struct telemetry *t, json_t *o)

@@ -31,6 +31,8 @@ void telemetry_in_flight(struct telemetry *t, int n);
 void telemetry_database_up(struct telemetry *t, int up);
 void telemetry_listener_up(struct telemetry *t, int up);
 void telemetry_breaker(struct telemetry *t, const char *sink, enum breaker_state s);
+/* Kafka mirror: n records with outcome "published", "failed" or "retry". */
+void telemetry_kafka_publish(struct telemetry *t, const char *outcome, unsigned n);
 /* Called once a second by the dispatcher's maintenance tick. */
 void telemetry_tick(struct telemetry *t, unsigned ticks);
 
