@@ -3,7 +3,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(34);
+SELECT plan(35);
 
 TRUNCATE outbox.messages, outbox.events CASCADE;
 
@@ -31,6 +31,13 @@ SELECT lives_ok($$SELECT * FROM outbox.recipient_status; SELECT * FROM outbox.qu
                   SELECT * FROM outbox.queue_health; SELECT * FROM outbox.mirror_lag$$, 'producer: reads every status view');
 SELECT is(outbox.cancel((SELECT min(id) FROM outbox.message_status)), true, 'producer: may cancel');
 SELECT is(outbox.requeue((SELECT min(id) FROM outbox.message_status)), false, 'producer: may call requeue');
+
+-- The commit-time wake-up trigger runs as the producer too (fired here without committing).
+RESET ROLE;
+INSERT INTO outbox.dispatcher_idle (owner, channel) VALUES ('roles-idle', 'outbox_messages'), ('roles-idle', 'outbox_events');
+SET LOCAL ROLE outbox_producer;
+SELECT lives_ok($$SET CONSTRAINTS ALL IMMEDIATE$$, 'producer: the deferred wake-up triggers run with producer rights');
+SET CONSTRAINTS ALL DEFERRED;
 
 SELECT throws_ok($$INSERT INTO outbox.messages (recipients, body_text, state) VALUES (ARRAY['a@example.com'], 'b', 'sent')$$,
     '42501', NULL, 'producer: cannot insert state');
