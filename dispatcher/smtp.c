@@ -277,9 +277,9 @@ static void on_socket_event(evutil_socket_t fd, short kind, void *arg)
 	int action = ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
 
 	curl_multi_socket_action(s->multi, fd, action, &s->running_handles);
+	/* no evtimer_del when nothing runs: check_multi_info may just have added the next
+	 * queued transfer, whose start depends on the timer libcurl armed for it */
 	check_multi_info(s);
-	if (s->running_handles <= 0 && evtimer_pending(s->timer, NULL))
-		evtimer_del(s->timer);
 }
 
 static void on_timeout(evutil_socket_t fd, short kind, void *arg)

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-LOCAL=$ROOT/.local
+LOCAL=${OUTBOXD_LOCAL_DIR:-$ROOT/.local}
 PGDIR=$LOCAL/pg
 MAILDIR=$LOCAL/mail
 SMTP_PORT=${SMTP_PORT:-2525}

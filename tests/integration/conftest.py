@@ -9,6 +9,9 @@ import uuid
 
 import pytest
 
+# The real Kafka broker's fixtures (kafka_broker, kafka_broker_factory).
+pytest_plugins = ["kafka_broker"]
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OUTBOXD = os.environ.get("OUTBOXD_BIN", os.path.join(ROOT, "build", "outboxd"))
 PG_LOCAL = os.path.join(ROOT, "ops", "scripts", "pg-local.sh")

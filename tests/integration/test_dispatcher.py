@@ -256,3 +256,43 @@ def test_sigterm_drains_in_flight_and_exits_zero(migrated_db, fault_smtpd, outbo
     assert st.get("sent", 0) + st.get("pending", 0) == 20
     # released rows were not charged an attempt
     assert migrated_db.scalar("SELECT count(*) FROM outbox.messages WHERE state = 'pending' AND attempts > 0") == "0"
+
+
+def test_connection_dropped_after_data_is_an_unknown_outcome_retried_with_the_same_id(
+        migrated_db, fault_smtpd, outboxd_factory):
+    # the relay queues the message, then dies before answering the final "."
+    migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
+                    "VALUES (ARRAY['drop1+u@example.com'], 'unknown', 'x')")
+    outboxd_factory(fault_smtpd.url)
+    wait_states(migrated_db, {"sent": 1}, timeout=20)
+    r = row(migrated_db, 1)
+    assert r["attempts"] == 2
+    retry = migrated_db.scalar("SELECT payload->>'error' FROM outbox.events "
+                               "WHERE message_id = 1 AND type = 'email.retry'")
+    assert "outcome unknown" in retry
+    got = [m.message_id for m in fault_smtpd.messages()]
+    # both copies reached the relay and carry the row's Message-ID, so it is recognisable
+    assert got == [r["message_id"], r["message_id"]]
+
+
+def test_421_and_disconnect_after_data_is_retried(migrated_db, fault_smtpd, outboxd_factory):
+    migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
+                    "VALUES (ARRAY['bye421+a@example.com'], 'bye', 'x'), "
+                    "(ARRAY['ok+after@example.com'], 'next', 'y')")
+    outboxd_factory(fault_smtpd.url, env={"OUTBOXD_SMTP_POOL_SIZE": "1"})
+    # the second message goes through although the first one's connection was closed
+    wait_for(lambda: row(migrated_db, 2)["state"] == "sent", timeout=20, what="second sent")
+    wait_for(lambda: row(migrated_db, 1)["attempts"] >= 2, timeout=20, what="421 retried")
+    r = row(migrated_db, 1)
+    assert r["state"] in ("pending", "sending") and r["code"] in (0, 421)
+
+
+def test_a_row_that_cannot_become_a_message_fails_with_the_reason(migrated_db, smtp_sink, outboxd_factory):
+    # no sender on the row and no smtp.from configured
+    migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
+                    "VALUES (ARRAY['a@example.com'], 'no sender', 'x')")
+    d = outboxd_factory(smtp_sink.url, env={"OUTBOXD_SMTP_FROM": ""})
+    wait_states(migrated_db, {"failed": 1}, timeout=10)
+    assert "no sender" in row(migrated_db, 1)["error"]
+    assert smtp_sink.count() == 0
+    assert d.stop() == 0
