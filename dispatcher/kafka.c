@@ -165,7 +165,8 @@ static void pub_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 
 static void pub_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
-	enum log_level l = level <= 3 ? LOG_ERROR : level == 4 ? LOG_WARN : level <= 6 ? LOG_INFO : LOG_DEBUG;
+	/* Syslog levels; connection failures come at 3 and are retried, so they are warnings. */
+	enum log_level l = level <= 2 ? LOG_ERROR : level <= 4 ? LOG_WARN : level <= 6 ? LOG_INFO : LOG_DEBUG;
 
 	(void)rk;
 	log_write(l, "librdkafka", "sfacility", fac, "stext", buf, NULL);
