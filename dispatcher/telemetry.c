@@ -22,7 +22,8 @@ struct telemetry {
 	struct http_server *http;
 	struct pgconn *work;
 	const struct breaker *smtp_breaker;
-	enum breaker_state last_breaker;
+	enum breaker_state last_smtp;  /* last state reported per sink, to count transitions */
+	enum breaker_state last_kafka;
 	int stats_running;
 	long schema_version; /* applied in the database; -1 unknown */
 	int db_up;
@@ -42,6 +43,8 @@ static const char *const STATS_SQL =
 	" 'xact_age', (SELECT coalesce(max(extract(epoch FROM now() - xact_start)), 0)"
 	"      FROM pg_stat_activity WHERE xact_start IS NOT NULL AND datname = current_database()),"
 	" 'schema', (SELECT max(version) FROM outbox.schema_migrations))::text";
+
+static void on_scrape(void *arg);
 
 static int ready_cb(void *arg, char *reason, size_t len)
 {
@@ -82,6 +85,11 @@ struct telemetry *telemetry_new(struct event_base *base, const struct config *cf
 	t->reg = metrics_new();
 	if (t->reg == NULL || (t->om = outboxd_metrics_new(t->reg, OUTBOXD_VERSION)) == NULL) {
 		snprintf(errbuf, errlen, "cannot register metrics");
+		telemetry_free(t);
+		return NULL;
+	}
+	if (metrics_on_scrape(t->reg, on_scrape, t) != 0) {
+		snprintf(errbuf, errlen, "out of memory");
 		telemetry_free(t);
 		return NULL;
 	}
@@ -172,17 +180,34 @@ void telemetry_listener_up(struct telemetry *t, int up)
 
 void telemetry_breaker(struct telemetry *t, const char *sink, enum breaker_state s)
 {
-	struct metrics_child *c = strcmp(sink, "kafka") == 0 ? t->om->breaker_kafka : t->om->breaker_smtp;
+	int kafka = strcmp(sink, "kafka") == 0;
+	struct metrics_child *c = kafka ? t->om->breaker_kafka : t->om->breaker_smtp;
+	enum breaker_state *last = kafka ? &t->last_kafka : &t->last_smtp;
 	double v = s == BREAKER_CLOSED ? 0 : s == BREAKER_HALF_OPEN ? 1 : 2;
 
 	metrics_set(c, v);
-	if (strcmp(sink, "smtp") == 0 && s != t->last_breaker) {
-		/* the kafka mirror reports its own transitions through the same family */
-		metrics_inc(metrics_child(t->om->breaker_transitions, sink, breaker_state_name(s), NULL));
-		log_warn("circuit breaker", "ssink", sink, "sfrom", breaker_state_name(t->last_breaker), "sto",
-			 breaker_state_name(s), NULL);
-		t->last_breaker = s;
-	}
+	if (s == *last)
+		return;
+	metrics_inc(metrics_child(t->om->breaker_transitions, kafka ? "kafka" : "smtp", breaker_state_name(s),
+				  NULL));
+	log_warn("circuit breaker", "ssink", kafka ? "kafka" : "smtp", "sfrom", breaker_state_name(*last), "sto",
+		 breaker_state_name(s), NULL);
+	*last = s;
+}
+
+void telemetry_breaker_changed(void *arg, enum breaker_state from, enum breaker_state to)
+{
+	(void)from;
+	telemetry_breaker(arg, "smtp", to);
+}
+
+/* A scrape sees the SMTP breaker as it is now, not as of the last tick. */
+static void on_scrape(void *arg)
+{
+	struct telemetry *t = arg;
+
+	if (t->smtp_breaker)
+		telemetry_breaker(t, "smtp", breaker_state(t->smtp_breaker));
 }
 
 void telemetry_kafka_publish(struct telemetry *t, const char *outcome, unsigned n)

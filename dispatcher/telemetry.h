@@ -30,7 +30,12 @@ void telemetry_claim(struct telemetry *t, int rows);
 void telemetry_in_flight(struct telemetry *t, int n);
 void telemetry_database_up(struct telemetry *t, int up);
 void telemetry_listener_up(struct telemetry *t, int up);
+/* Sets the breaker gauge of sink ("smtp" or "kafka") and counts and logs a change of
+ * state. Transitions quicker than the calls are not seen: prefer the hook below. */
 void telemetry_breaker(struct telemetry *t, const char *sink, enum breaker_state s);
+/* A breaker_change_fn for the SMTP breaker (arg = the telemetry): register it with
+ * breaker_set_on_change() so every transition is counted, however brief. */
+void telemetry_breaker_changed(void *arg, enum breaker_state from, enum breaker_state to);
 /* Kafka mirror: n records with outcome "published", "failed" or "retry". */
 void telemetry_kafka_publish(struct telemetry *t, const char *outcome, unsigned n);
 /* Called once a second by the dispatcher's maintenance tick. */

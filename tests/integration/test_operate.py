@@ -307,3 +307,178 @@ def test_ready_says_migrations_behind(migrated_db, smtp_sink, ops):
         migrated_db.sql("INSERT INTO outbox.schema_migrations SELECT * FROM "
                         f"json_populate_record(NULL::outbox.schema_migrations, '{saved}'::json)")
     wait_ready(d, 200, timeout=STATS_WAIT)
+
+
+# ---------------------------------------------------------------------------------------
+# circuit breaker and rate limit
+# ---------------------------------------------------------------------------------------
+def test_breaker_bounds_a_30s_relay_outage(migrated_db, fault_smtpd, ops):
+    failures, open_for, pool, outage = 3, 2.0, 4, 30.0
+    fault_smtpd.set_control(greeting=421)
+    insert_messages(migrated_db, 20)
+    d = ops(fault_smtpd.url, env={"OUTBOXD_SMTP_BREAKER_FAILURES": str(failures),
+                                  "OUTBOXD_SMTP_BREAKER_OPEN_FOR": f"{int(open_for * 1000)}ms",
+                                  "OUTBOXD_SMTP_POOL_SIZE": str(pool)})
+    t0 = time.time()
+    wait_ready(d, 503, "smtp circuit breaker open", timeout=10)
+    samples = []
+    while time.time() - t0 < outage:
+        samples.append(d.ready())
+        time.sleep(0.25)
+    conns = connections(fault_smtpd)
+    # threshold failures (some in parallel), then one probe per open period at most
+    bound = failures + pool + int(outage / open_for) + 2
+    times = [round(r["t"] - t0, 2) for r in fault_smtpd.session_log()
+             if r["dir"] == "E" and r["line"].startswith("connect")]
+    assert conns <= bound, f"{conns} connections during a {outage}s outage (bound {bound}), at {times}"
+    assert conns >= failures
+    open_share = sum(1 for c, r in samples if c == 503 and "breaker" in r) / len(samples)
+    assert open_share > 0.8, samples
+    m = d.metrics()
+    assert m.get("outboxd_breaker_state", sink="smtp") == 2
+    assert m.get("outboxd_breaker_transitions_total", sink="smtp", to="open") >= 1
+    # nothing was delivered, nothing was given up, attempts were not burnt on the rows
+    st = states(migrated_db)
+    assert st.get("pending", 0) + st.get("sending", 0) == 20, st
+    burnt = int(migrated_db.scalar("SELECT coalesce(sum(attempts), 0) FROM outbox.messages"))
+    assert burnt <= conns, f"{burnt} attempts charged for {conns} connections"
+    assert int(migrated_db.scalar("SELECT max(attempts) FROM outbox.messages")) <= 3
+    # the relay returns: a probe succeeds, the breaker closes and everything goes out
+    fault_smtpd.clear_control()
+    wait_states(migrated_db, {"sent": 20}, timeout=45, interval=0.25)
+    wait_ready(d, 200, timeout=5)
+    m = d.metrics()
+    assert m.get("outboxd_breaker_state", sink="smtp") == 0
+    assert m.get("outboxd_breaker_transitions_total", sink="smtp", to="closed") >= 1
+    assert fault_smtpd.count() == 20
+    assert d.stop() == 0
+
+
+def test_breaker_with_relay_stopped_then_back(migrated_db, smtp_sink, ops):
+    d = ops(smtp_sink.url, env={"OUTBOXD_SMTP_BREAKER_FAILURES": "2",
+                                "OUTBOXD_SMTP_BREAKER_OPEN_FOR": "1s"})
+    wait_ready(d, 200)
+    smtp_sink.stop()
+    insert_messages(migrated_db, 5)
+    wait_ready(d, 503, "smtp circuit breaker open", timeout=15)
+    assert d.get("/health")[0] == 200
+    smtp_sink.start()
+    wait_states(migrated_db, {"sent": 5}, timeout=30, interval=0.25)
+    wait_ready(d, 200, timeout=5)
+    assert int(migrated_db.scalar("SELECT max(attempts) FROM outbox.messages")) <= 3
+
+
+def test_rate_limit_spaces_messages(migrated_db, smtp_sink, ops):
+    ops(smtp_sink.url, env={"OUTBOXD_SMTP_RATE_LIMIT": "20"})
+    insert_messages(migrated_db, 60, per_txn=60)
+    t0 = time.time()
+    wait_states(migrated_db, {"sent": 60}, timeout=30, interval=0.05)
+    took = time.time() - t0
+    assert took >= 2.5, f"60 messages at 20/s took {took:.2f}s"
+    assert took < 10, took
+
+
+# ---------------------------------------------------------------------------------------
+# logs and secrets
+# ---------------------------------------------------------------------------------------
+def check_log_lines(text):
+    """Every line one JSON object with a string ts, level and msg; returns them parsed."""
+    lines = []
+    for raw in text.splitlines():
+        try:
+            o = json.loads(raw)
+        except ValueError:
+            raise AssertionError(f"log line is not JSON: {raw!r}")
+        assert isinstance(o, dict), raw
+        for k in ("ts", "level", "msg"):
+            assert isinstance(o.get(k), str), f"{k} missing or not a string: {raw}"
+        assert o["level"] in ("debug", "info", "warn", "error"), raw
+        lines.append(o)
+    return lines
+
+
+def test_logs_are_json_with_ids_and_no_secrets(cluster, migrated_db, fault_smtpd_factory, ops, tmp_path):
+    smtp_secret, db_secret = "Smtp-S3cret-xyzzy", "Db-S3cret-plugh"
+    server = fault_smtpd_factory(auth=f"mailer:{smtp_secret}")
+    pw = tmp_path / "smtp-password"
+    pw.write_text(smtp_secret + "\n")
+    # trust authentication ignores the password, so it can be anything and still be checked
+    url = migrated_db.url.replace("postgres@", f"postgres:{db_secret}@")
+    migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) VALUES "
+                    "(ARRAY['ok+a@example.com'], 'fine', 'body-marker-1'), "
+                    "(ARRAY['perm+b@example.com'], 'refused', 'body-marker-2'), "
+                    "(ARRAY['temp1+c@example.com'], 'later', 'body-marker-3')")
+    d = ops(server.url, env={"OUTBOXD_DATABASE_URL": url, "OUTBOXD_SMTP_USERNAME": "mailer",
+                             "OUTBOXD_SMTP_PASSWORD_FILE": str(pw), "OUTBOXD_LOG_LEVEL": "debug"})
+    wait_states(migrated_db, {"sent": 2, "failed": 1}, timeout=20)
+    wait_ready(d, 200)
+    metrics_text = d.get("/metrics")[1]
+    # a database outage makes the dispatcher log its connection errors
+    cluster.restart("fast")
+    wait_ready(d, 200, timeout=20)
+    assert d.stop() == 0
+    text = d.log_text()
+    for secret in (smtp_secret, db_secret):
+        assert secret not in text
+        assert secret not in metrics_text
+    assert "body-marker" not in text
+    lines = check_log_lines(text)
+    assert any(o["level"] == "debug" for o in lines)
+    failed = [o for o in lines if o["msg"] == "message failed"]
+    retry = [o for o in lines if o["msg"] == "message retry"]
+    assert failed and retry, [o["msg"] for o in lines]
+    for o in failed + retry:
+        assert isinstance(o.get("message"), int), o
+        assert isinstance(o.get("attempt"), int), o
+        assert o.get("smtp") in (451, 550), o
+    assert failed[0]["smtp"] == 550
+
+
+def test_log_level_warn_hides_info(migrated_db, smtp_sink, ops):
+    d = ops(smtp_sink.url, env={"OUTBOXD_LOG_LEVEL": "warn"})
+    insert_messages(migrated_db, 2)
+    wait_states(migrated_db, {"sent": 2}, timeout=20)
+    assert d.stop() == 0
+    assert all(o["level"] in ("warn", "error") for o in check_log_lines(d.log_text()))
+
+
+# ---------------------------------------------------------------------------------------
+# SIGHUP
+# ---------------------------------------------------------------------------------------
+def test_sighup_bad_file_keeps_the_running_configuration(migrated_db, smtp_sink, ops, tmp_path):
+    cfg = tmp_path / "outboxd.yaml"
+    cfg.write_text("log:\n  level: info\ndispatcher:\n  batch_size: 50\n")
+    d = ops(smtp_sink.url, args=["--config", str(cfg)], unset=["OUTBOXD_LOG_LEVEL"])
+    insert_messages(migrated_db, 2)
+    wait_states(migrated_db, {"sent": 2}, timeout=20)
+    cfg.write_text("log:\n  level: chatty\ndispatcher:\n  batch_size: 0\n  no_such_key: 1\n")
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reload refused" in d.log_text(), timeout=5, what="reload refused")
+    time.sleep(0.3)
+    assert d.proc.poll() is None
+    wait_ready(d, 200)
+    insert_messages(migrated_db, 3, start=2)
+    wait_states(migrated_db, {"sent": 5}, timeout=20)
+    # still at info: no debug lines
+    assert d.stop() == 0
+    lines = check_log_lines(d.log_text())
+    assert not any(o["level"] == "debug" for o in lines)
+    refused = [o for o in lines if "reload refused" in o["msg"]]
+    assert refused and refused[0]["level"] == "error"
+
+
+def test_sighup_good_file_changes_log_level(migrated_db, smtp_sink, ops, tmp_path):
+    cfg = tmp_path / "outboxd.yaml"
+    cfg.write_text("log:\n  level: info\n")
+    d = ops(smtp_sink.url, args=["--config", str(cfg)], unset=["OUTBOXD_LOG_LEVEL"])
+    insert_messages(migrated_db, 2)
+    wait_states(migrated_db, {"sent": 2}, timeout=20)
+    assert '"level":"debug"' not in d.log_text()
+    cfg.write_text("log:\n  level: debug\n")
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in d.log_text(), timeout=5, what="reloaded")
+    insert_messages(migrated_db, 2, start=2)
+    wait_states(migrated_db, {"sent": 4}, timeout=20)
+    wait_for(lambda: '"level":"debug"' in d.log_text(), timeout=5, what="debug lines")
+    assert d.stop() == 0
+    check_log_lines(d.log_text())
