@@ -5,6 +5,7 @@
 
 #include <getopt.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,12 +28,17 @@ static const char *const STATUS_SQL =
 	"       ORDER BY updated_at DESC LIMIT 5) f),"
 	" 'schema_version', (SELECT max(version) FROM outbox.schema_migrations))::text";
 
+static int mirror_enabled(const struct config *cfg)
+{
+	return cfg->kafka_brokers != NULL && cfg->kafka_brokers[0] != '\0';
+}
+
 static double num(json_t *o, const char *k)
 {
 	return json_number_value(json_object_get(o, k));
 }
 
-static void print_table(json_t *s)
+static void print_table(json_t *s, int mirror_on)
 {
 	json_t *depth = json_object_get(s, "depth"), *h = json_object_get(s, "health"),
 	       *m = json_object_get(s, "mirror"), *f = json_object_get(s, "recent_failures"), *v;
@@ -49,13 +55,14 @@ static void print_table(json_t *s)
 	printf("%-34s %.0f / min\n", "sent, last minute", num(s, "sent_last_minute"));
 	printf("%-34s %.0f / min\n", "created, last minute", num(s, "created_last_minute"));
 	printf("%-34s %.0f failed, %.0f dead\n", "last hour", num(h, "failed_last_hour"), num(h, "dead_last_hour"));
-	printf("%-34s %.0f events, oldest %.1f s, %.0f failed\n", "kafka mirror lag", num(m, "unpublished"),
-	       num(m, "oldest_unpublished_age_seconds"), num(m, "failed"));
+	printf("%-34s %.0f events, oldest %.1f s, %.0f failed%s\n", "kafka mirror lag", num(m, "unpublished"),
+	       num(m, "oldest_unpublished_age_seconds"), num(m, "failed"),
+	       mirror_on ? "" : " (mirror off: not checked)");
 	if (json_array_size(f) > 0) {
 		printf("recent failures:\n");
 		json_array_foreach(f, i, v)
 		{
-			printf("  #%lld %-6s %3lld %s\n", (long long)json_integer_value(json_object_get(v, "id")),
+			printf("  #%-8lld %-6s smtp %3lld  %s\n", (long long)json_integer_value(json_object_get(v, "id")),
 			       json_string_value(json_object_get(v, "state")),
 			       (long long)json_integer_value(json_object_get(v, "last_smtp_code")),
 			       json_string_value(json_object_get(v, "last_error")) ?: "");
@@ -63,31 +70,41 @@ static void print_table(json_t *s)
 	}
 }
 
-/* Returns the number of thresholds exceeded and explains each on stderr. */
-static int check_thresholds(const struct config *cfg, json_t *s)
+/* Appends one problem to the list and says it on stderr. */
+static void problem(json_t *problems, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void problem(json_t *problems, const char *fmt, ...)
+{
+	char text[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "unhealthy: %s\n", text);
+	json_array_append_new(problems, json_string(text));
+}
+
+/* Returns the thresholds exceeded, one sentence each (the caller owns the array). The
+ * mirror lag is only judged when this configuration runs the mirror: without Kafka the
+ * lifecycle events simply wait and their age says nothing about health. */
+static json_t *check_thresholds(const struct config *cfg, json_t *s)
 {
 	json_t *h = json_object_get(s, "health"), *m = json_object_get(s, "mirror");
 	double oldest = num(h, "oldest_due_pending_age_seconds");
 	double failed = num(h, "failed_last_hour") + num(h, "dead_last_hour");
 	double lag = num(m, "oldest_unpublished_age_seconds");
-	int bad = 0;
+	json_t *problems = json_array();
 
-	if (oldest * 1000 > (double)cfg->status_max_oldest_pending_ms) {
-		fprintf(stderr, "unhealthy: oldest due pending message is %.1f s old (status.max_oldest_pending %.1f s)\n",
+	if (oldest * 1000 > (double)cfg->status_max_oldest_pending_ms)
+		problem(problems, "oldest due pending message is %.1f s old (status.max_oldest_pending %.1f s)",
 			oldest, (double)cfg->status_max_oldest_pending_ms / 1000);
-		bad++;
-	}
-	if (failed > (double)cfg->status_max_failed_last_hour) {
-		fprintf(stderr, "unhealthy: %.0f messages failed or dead in the last hour (status.max_failed_last_hour %lld)\n",
+	if (failed > (double)cfg->status_max_failed_last_hour)
+		problem(problems, "%.0f messages failed or dead in the last hour (status.max_failed_last_hour %lld)",
 			failed, (long long)cfg->status_max_failed_last_hour);
-		bad++;
-	}
-	if (lag * 1000 > (double)cfg->status_max_mirror_lag_ms) {
-		fprintf(stderr, "unhealthy: kafka mirror is %.1f s behind (status.max_mirror_lag %.1f s)\n", lag,
+	if (mirror_enabled(cfg) && lag * 1000 > (double)cfg->status_max_mirror_lag_ms)
+		problem(problems, "kafka mirror is %.1f s behind (status.max_mirror_lag %.1f s)", lag,
 			(double)cfg->status_max_mirror_lag_ms / 1000);
-		bad++;
-	}
-	return bad;
+	return problems;
 }
 
 int status_main(int argc, char **argv)
@@ -103,7 +120,7 @@ int status_main(int argc, char **argv)
 	char err[512];
 	struct pg_sync *db = NULL;
 	struct pg_result *res = NULL;
-	json_t *s = NULL;
+	json_t *s = NULL, *problems = NULL;
 
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "c:jd:h", opts, NULL)) != -1) {
@@ -148,18 +165,25 @@ int status_main(int argc, char **argv)
 		fprintf(stderr, "outboxd status: unreadable answer\n");
 		goto out;
 	}
+	problems = check_thresholds(&cfg, s);
+	rc = json_array_size(problems) ? 1 : 0;
 	if (json) {
-		int bad = check_thresholds(&cfg, s);
-		json_object_set_new(s, "healthy", json_boolean(bad == 0));
+		json_object_set_new(s, "healthy", json_boolean(rc == 0));
+		json_object_set(s, "problems", problems);
+		json_object_set_new(s, "thresholds",
+				    json_pack("{s:f,s:I,s:f,s:b}", "max_oldest_pending_seconds",
+					      (double)cfg.status_max_oldest_pending_ms / 1000, "max_failed_last_hour",
+					      (json_int_t)cfg.status_max_failed_last_hour, "max_mirror_lag_seconds",
+					      (double)cfg.status_max_mirror_lag_ms / 1000, "mirror_checked",
+					      mirror_enabled(&cfg)));
 		json_dumpf(s, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 		printf("\n");
-		rc = bad ? 1 : 0;
 	} else {
-		print_table(s);
-		rc = check_thresholds(&cfg, s) ? 1 : 0;
+		print_table(s, mirror_enabled(&cfg));
 		printf("%s\n", rc == 0 ? "healthy" : "UNHEALTHY");
 	}
 out:
+	json_decref(problems);
 	json_decref(s);
 	if (res)
 		pg_sync_free_result(res);
