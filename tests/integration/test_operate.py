@@ -428,7 +428,7 @@ def test_logs_are_json_with_ids_and_no_secrets(cluster, migrated_db, fault_smtpd
     retry = [o for o in lines if o["msg"] == "message retry"]
     assert failed and retry, [o["msg"] for o in lines]
     for o in failed + retry:
-        assert isinstance(o.get("message"), int), o
+        assert isinstance(o.get("id"), int), o  # outbox.messages.id
         assert isinstance(o.get("attempt"), int), o
         assert o.get("smtp") in (451, 550), o
     assert failed[0]["smtp"] == 550
