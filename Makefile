@@ -13,8 +13,8 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS   ?= -O2 -g
 WARN     := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral -Wstrict-prototypes -Wmissing-prototypes
 CPPFLAGS += -D_GNU_SOURCE -DOUTBOXD_VERSION='"$(VERSION)"' -DOUTBOXD_DATADIR='"$(PREFIX)/share/outboxd"' -DOUTBOXD_SCHEMA_VERSION=$(or $(SCHEMA_VERSION),0) -Idispatcher
-ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(PKG_CFLAGS) $(EXTRA_CFLAGS)
-LDLIBS   += $(PKG_LIBS) -lm $(EXTRA_LDFLAGS)
+ALL_CFLAGS = -std=c11 -pthread $(WARN) $(CFLAGS) $(PKG_CFLAGS) $(EXTRA_CFLAGS)
+LDLIBS   += $(PKG_LIBS) -lm -pthread $(EXTRA_LDFLAGS)
 
 SRCS      := $(wildcard dispatcher/*.c)
 LIB_SRCS  := $(filter-out dispatcher/main.c,$(SRCS))

@@ -256,14 +256,14 @@ static void job_finish(struct dispatcher *d, struct job *j)
 		 * row back without burning an attempt */
 		json_array_append_new(d->releases, json_integer(j->id));
 		telemetry_outcome(d->tm, "released", 0);
-		log_info("message released", "imsg", (long long)j->id, "iattempt", (long long)j->attempt, NULL);
+		log_info("message released", "iid", (long long)j->id, "iattempt", (long long)j->attempt, NULL);
 	} else if (pending > 0) {
 		struct rcpt *p = first_pending ? first_pending : first_failed;
 		snprintf(err, sizeof(err), "%s%s", p && p->text ? p->text : "temporary failure",
 			 unknown ? " (outcome unknown: the relay may have accepted it)" : "");
 		result_add(d, j, "retry", p ? p->code : 0, err, unknown > 0);
 		telemetry_outcome(d->tm, unknown ? "unknown" : "retry", 0);
-		log_info("message retry", "imsg", (long long)j->id, "iattempt", (long long)j->attempt,
+		log_info("message retry", "iid", (long long)j->id, "iattempt", (long long)j->attempt,
 			 "ismtp", (long long)(p ? p->code : 0), "serror", err, NULL);
 	} else if (failed > 0) {
 		if (sent > 0)
@@ -273,12 +273,12 @@ static void job_finish(struct dispatcher *d, struct job *j)
 			snprintf(err, sizeof(err), "%s", first_failed->text ? first_failed->text : "refused");
 		result_add(d, j, "failed", first_failed->code, err, 0);
 		telemetry_outcome(d->tm, "failed", 0);
-		log_warn("message failed", "imsg", (long long)j->id, "iattempt", (long long)j->attempt, "ismtp",
+		log_warn("message failed", "iid", (long long)j->id, "iattempt", (long long)j->attempt, "ismtp",
 			 (long long)first_failed->code, "serror", err, NULL);
 	} else {
 		result_add(d, j, "sent", 250, NULL, 0);
 		telemetry_outcome(d->tm, "sent", j->created_at > 0 ? wall_s() - j->created_at : 0);
-		log_debug("message sent", "imsg", (long long)j->id, "iattempt", (long long)j->attempt, NULL);
+		log_debug("message sent", "iid", (long long)j->id, "iattempt", (long long)j->attempt, NULL);
 	}
 	job_unlink(d, j);
 	job_free(j);
@@ -323,7 +323,7 @@ static void on_transfer_done(void *arg, size_t index, const struct smtp_result *
 			break;
 		case SMTP_CONFIG:
 			log_error("relay refused our configuration (authentication or TLS); pausing",
-				  "imsg", (long long)j->id, "ismtp", (long long)r->outcome.code, "serror",
+				  "iid", (long long)j->id, "ismtp", (long long)r->outcome.code, "serror",
 				  r->text ? r->text : "", NULL);
 			rc->state = RCPT_PENDING;
 			break;
@@ -466,7 +466,7 @@ static void job_start(struct dispatcher *d, json_t *row)
 			j->rc[i].charged = 0;
 		result_add(d, j, "failed", 0, err, 0);
 		telemetry_outcome(d->tm, "failed", 0);
-		log_warn("message cannot be built", "imsg", (long long)j->id, "serror", err, NULL);
+		log_warn("message cannot be built", "iid", (long long)j->id, "serror", err, NULL);
 		job_unlink(d, j);
 		job_free(j);
 		flush_kick(d);
@@ -695,9 +695,15 @@ static void on_flush_event(evutil_socket_t fd, short what, void *arg)
 
 static void on_renew_done(void *arg, const struct pg_result *res, const char *err)
 {
-	(void)arg;
-	if (res == NULL || !pg_result_ok(res))
+	struct dispatcher *d = arg;
+
+	if (res == NULL || !pg_result_ok(res)) {
 		log_warn("lease renewal failed", "serror", err ? err : pg_result_error(res), NULL);
+		return;
+	}
+	if (atoi(pg_value(res, 0, 0)) < d->njobs)
+		log_debug("some leases were not renewed: taken over", "irenewed", (long long)atoi(pg_value(res, 0, 0)),
+			  "iin_flight", (long long)d->njobs, NULL);
 }
 
 static void on_renew_timer(evutil_socket_t fd, short what, void *arg)

@@ -1,12 +1,20 @@
-/* SMTP sink over libcurl multi, driven by libevent sockets and timers (curl's
- * multi-event pattern, PITFALLS §3.1). One transfer = one envelope recipient. */
+/* SMTP sink: a pool of worker threads, one reused libcurl connection each, fed from the
+ * event loop. libcurl 7.x waits for the reply to the final "." with a blocking poll inside
+ * its SMTP DONE phase (smtp_block_statemach), even under the multi interface, so a slow
+ * relay would freeze a loop that drove it; here only that connection's worker waits.
+ * The loop keeps the queue, the rate limit and every callback; workers only transfer. */
 #include "smtp.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <event2/event.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "config.h"
@@ -16,8 +24,6 @@
 struct xfer {
 	struct xfer *next;
 	struct smtp_sink *s;
-	CURL *easy;
-	struct curl_slist *rcpts;
 	char *mail_from;
 	char *rcpt;
 	const struct buf *msg;
@@ -27,23 +33,30 @@ struct xfer {
 	size_t index;
 	uint64_t started_ms;
 	int retried;
-	int eof; /* the whole message was handed to libcurl */
+	int eof;          /* the whole message was handed to libcurl */
+	atomic_int abort; /* set by the loop: give up (drain timeout, shutdown) */
+	/* filled by the worker */
+	CURLcode rc;
+	long code;
+	long connects;
 	char errbuf[CURL_ERROR_SIZE];
 	char reply[512];
 };
 
-struct sockinfo {
-	struct event *ev;
+struct worker {
+	pthread_t tid;
 	struct smtp_sink *s;
+	CURL *easy;
+	struct xfer *slot; /* assigned by the loop, NULL while idle (under s->mu) */
+	int started;
 };
 
 struct smtp_sink {
 	struct event_base *base;
-	CURLM *multi;
-	struct event *timer;
 	struct event *kick;
 	struct event *rl_timer;
-	int running_handles;
+	struct event *ev_done;
+	int pipefd[2];
 
 	char *url;
 	enum smtp_tls_mode tls;
@@ -56,9 +69,16 @@ struct smtp_sink {
 
 	struct ratelimit rl;
 	int cancel_pending;
-	struct xfer *qhead, *qtail; /* not started */
-	struct xfer *running;       /* in the multi handle */
-	size_t nqueued, nrunning;
+	struct xfer *qhead, *qtail; /* not started; loop only */
+	size_t nqueued;
+	size_t nrunning; /* handed to a worker, result not yet processed; loop only */
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int stopping;                 /* under mu */
+	struct xfer *done_head;       /* finished by workers, under mu */
+	struct worker *workers;
+	int nworkers;
 };
 
 static uint64_t now_ms(void)
@@ -70,13 +90,12 @@ static uint64_t now_ms(void)
 
 static void xfer_free(struct xfer *x)
 {
-	if (x->easy)
-		curl_easy_cleanup(x->easy);
-	curl_slist_free_all(x->rcpts);
 	free(x->mail_from);
 	free(x->rcpt);
 	free(x);
 }
+
+/* ---- worker side --------------------------------------------------------------------- */
 
 static size_t read_cb(char *out, size_t size, size_t nmemb, void *arg)
 {
@@ -109,43 +128,45 @@ static size_t header_cb(char *data, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
-static void complete(struct xfer *x, const struct smtp_result *r)
+/* Called by libcurl about once a second, also while it waits for the reply to ".". */
+static int progress_cb(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
 {
-	x->done(x->arg, x->index, r);
-	xfer_free(x);
+	struct xfer *x = arg;
+	(void)dt;
+	(void)dn;
+	(void)ut;
+	(void)un;
+	return atomic_load(&x->abort) ? 1 : 0;
 }
 
-static void complete_not_attempted(struct xfer *x, const char *why)
+static void xfer_perform(struct worker *w, struct xfer *x)
 {
-	struct smtp_result r = { .not_attempted = 1, .text = why };
-	r.outcome.verdict = SMTP_RETRY;
-	complete(x, &r);
-}
+	struct smtp_sink *s = w->s;
+	CURL *e = w->easy;
+	struct curl_slist *rcpts;
+	char from[1024], to[1024];
 
-static int xfer_setup(struct xfer *x)
-{
-	struct smtp_sink *s = x->s;
-	CURL *e = curl_easy_init();
-	char addr[1024];
-
-	if (e == NULL)
-		return -1;
-	x->easy = e;
-	snprintf(addr, sizeof(addr), "<%s>", x->rcpt);
-	x->rcpts = curl_slist_append(NULL, addr);
-	if (x->rcpts == NULL)
-		return -1;
-	snprintf(addr, sizeof(addr), "<%s>", x->mail_from);
+	/* reset keeps the live connection: the next message reuses it */
+	curl_easy_reset(e);
+	snprintf(to, sizeof(to), "<%s>", x->rcpt);
+	snprintf(from, sizeof(from), "<%s>", x->mail_from);
+	rcpts = curl_slist_append(NULL, to);
+	if (rcpts == NULL) {
+		x->rc = CURLE_OUT_OF_MEMORY;
+		return;
+	}
 	curl_easy_setopt(e, CURLOPT_URL, s->url);
-	curl_easy_setopt(e, CURLOPT_MAIL_FROM, addr);
-	curl_easy_setopt(e, CURLOPT_MAIL_RCPT, x->rcpts);
+	curl_easy_setopt(e, CURLOPT_MAIL_FROM, from);
+	curl_easy_setopt(e, CURLOPT_MAIL_RCPT, rcpts);
 	curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
 	curl_easy_setopt(e, CURLOPT_READFUNCTION, read_cb);
 	curl_easy_setopt(e, CURLOPT_READDATA, x);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, progress_cb);
+	curl_easy_setopt(e, CURLOPT_XFERINFODATA, x);
+	curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
-	curl_easy_setopt(e, CURLOPT_PRIVATE, x);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout_ms);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, s->timeout_ms);
@@ -170,22 +191,95 @@ static int xfer_setup(struct xfer *x)
 		curl_easy_setopt(e, CURLOPT_USERNAME, s->username);
 		curl_easy_setopt(e, CURLOPT_PASSWORD, s->password ? s->password : "");
 	}
-	return 0;
+	x->rc = curl_easy_perform(e);
+	curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &x->code);
+	curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &x->connects);
+	curl_easy_setopt(e, CURLOPT_MAIL_RCPT, NULL);
+	curl_slist_free_all(rcpts);
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct smtp_sink *s = w->s;
+
+	for (;;) {
+		struct xfer *x;
+		char one = 1;
+
+		pthread_mutex_lock(&s->mu);
+		while (w->slot == NULL && !s->stopping)
+			pthread_cond_wait(&s->cv, &s->mu);
+		x = w->slot;
+		if (x == NULL) {
+			pthread_mutex_unlock(&s->mu);
+			break;
+		}
+		pthread_mutex_unlock(&s->mu);
+
+		xfer_perform(w, x);
+
+		pthread_mutex_lock(&s->mu);
+		w->slot = NULL;
+		x->next = s->done_head;
+		s->done_head = x;
+		pthread_mutex_unlock(&s->mu);
+		/* wake the loop; a full pipe already holds a wake-up */
+		while (write(s->pipefd[1], &one, 1) < 0 && errno == EINTR)
+			;
+	}
+	return NULL;
+}
+
+/* ---- loop side ----------------------------------------------------------------------- */
+
+static void complete(struct xfer *x, const struct smtp_result *r)
+{
+	x->done(x->arg, x->index, r);
+	xfer_free(x);
+}
+
+static void complete_not_attempted(struct xfer *x, const char *why)
+{
+	struct smtp_result r = { .not_attempted = 1, .text = why };
+	r.outcome.verdict = SMTP_RETRY;
+	complete(x, &r);
+}
+
+static void queue_front(struct smtp_sink *s, struct xfer *x)
+{
+	x->next = s->qhead;
+	s->qhead = x;
+	if (s->qtail == NULL)
+		s->qtail = x;
+	s->nqueued++;
+}
+
+static struct worker *idle_worker(struct smtp_sink *s)
+{
+	for (int i = 0; i < s->nworkers; i++)
+		if (s->workers[i].slot == NULL)
+			return &s->workers[i];
+	return NULL;
 }
 
 static void start_queued(struct smtp_sink *s)
 {
-	while (s->qhead && s->nrunning < (size_t)s->pool) {
+	pthread_mutex_lock(&s->mu);
+	while (s->qhead && !s->stopping) {
+		struct worker *w = idle_worker(s);
 		struct xfer *x = s->qhead;
 		uint64_t now = now_ms();
 
+		if (w == NULL)
+			break;
 		if (!ratelimit_take(&s->rl, now)) {
 			uint64_t wait = ratelimit_wait_ms(&s->rl, now);
 			struct timeval tv = { .tv_sec = (time_t)(wait / 1000),
 					      .tv_usec = (suseconds_t)((wait % 1000) * 1000) };
 			if (!evtimer_pending(s->rl_timer, NULL))
 				evtimer_add(s->rl_timer, &tv);
-			return;
+			break;
 		}
 		s->qhead = x->next;
 		if (s->qhead == NULL)
@@ -193,151 +287,84 @@ static void start_queued(struct smtp_sink *s)
 		s->nqueued--;
 		x->next = NULL;
 		x->started_ms = now;
-		if (xfer_setup(x) != 0 || curl_multi_add_handle(s->multi, x->easy) != CURLM_OK) {
-			complete_not_attempted(x, "cannot set up transfer");
-			continue;
-		}
-		x->next = s->running;
-		s->running = x;
+		w->slot = x;
 		s->nrunning++;
 	}
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
 }
 
-static void unlink_running(struct smtp_sink *s, struct xfer *x)
+static void finish(struct smtp_sink *s, struct xfer *x)
 {
-	for (struct xfer **p = &s->running; *p; p = &(*p)->next) {
-		if (*p == x) {
-			*p = x->next;
-			s->nrunning--;
-			break;
+	struct smtp_result r;
+
+	s->nrunning--;
+	memset(&r, 0, sizeof(r));
+	if (atomic_load(&x->abort)) {
+		if (x->eof) {
+			/* the payload was handed over: the relay may have queued it */
+			r.outcome.verdict = SMTP_UNKNOWN;
+			r.outcome.charge_attempt = 1;
+			r.text = "aborted while waiting for the relay's reply to the message";
+		} else {
+			r.not_attempted = 1;
+			r.outcome.verdict = SMTP_RETRY;
+			r.text = "aborted before the message was sent";
 		}
-	}
-	x->next = NULL;
-}
-
-static void check_multi_info(struct smtp_sink *s)
-{
-	CURLMsg *msg;
-	int left;
-
-	while ((msg = curl_multi_info_read(s->multi, &left)) != NULL) {
-		struct xfer *x = NULL;
-		long code = 0, connects = 0;
-		CURLcode rc;
-		struct smtp_result r;
-
-		if (msg->msg != CURLMSG_DONE)
-			continue;
-		rc = msg->data.result;
-		/* read everything before remove_handle (PITFALLS §3.1) */
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &code);
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_NUM_CONNECTS, &connects);
-		curl_multi_remove_handle(s->multi, msg->easy_handle);
-		unlink_running(s, x);
-
-		memset(&r, 0, sizeof(r));
-		r.outcome = smtp_classify((int)rc, code,
-					  (connects == 0 ? SMTP_F_REUSED : 0) | (x->eof ? SMTP_F_DATA_SENT : 0));
-		r.duration_s = (double)(now_ms() - x->started_ms) / 1000.0;
-		if (r.outcome.verdict == SMTP_RETRY_NOW && !x->retried) {
-			/* the relay silently closed a cached connection: resend at once, uncharged */
-			x->retried = 1;
-			curl_easy_cleanup(x->easy);
-			x->easy = NULL;
-			curl_slist_free_all(x->rcpts);
-			x->rcpts = NULL;
-			x->off = 0;
-			x->eof = 0;
-			x->reply[0] = '\0';
-			x->errbuf[0] = '\0';
-			x->next = s->qhead;
-			s->qhead = x;
-			if (s->qtail == NULL)
-				s->qtail = x;
-			s->nqueued++;
-			continue;
-		}
-		if (r.outcome.verdict == SMTP_OK)
-			r.text = x->reply;
-		else if (x->reply[0] && code >= 400)
-			r.text = x->reply;
-		else if (x->errbuf[0])
-			r.text = x->errbuf;
-		else
-			r.text = curl_easy_strerror(rc);
 		complete(x, &r);
+		return;
+	}
+	r.outcome = smtp_classify((int)x->rc, x->code,
+				  (x->connects == 0 ? SMTP_F_REUSED : 0) | (x->eof ? SMTP_F_DATA_SENT : 0));
+	r.duration_s = (double)(now_ms() - x->started_ms) / 1000.0;
+	if (r.outcome.verdict == SMTP_RETRY_NOW && !x->retried) {
+		/* the relay silently closed a cached connection: resend at once, uncharged */
+		x->retried = 1;
+		x->off = 0;
+		x->eof = 0;
+		x->reply[0] = '\0';
+		x->errbuf[0] = '\0';
+		queue_front(s, x);
+		return;
+	}
+	if (r.outcome.verdict == SMTP_OK)
+		r.text = x->reply;
+	else if (x->reply[0] && x->code >= 400)
+		r.text = x->reply;
+	else if (x->errbuf[0])
+		r.text = x->errbuf;
+	else
+		r.text = curl_easy_strerror(x->rc);
+	complete(x, &r);
+}
+
+static void on_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_sink *s = arg;
+	struct xfer *list, *rev = NULL;
+	char drain[64];
+	(void)what;
+
+	while (read(fd, drain, sizeof(drain)) > 0)
+		;
+	pthread_mutex_lock(&s->mu);
+	list = s->done_head;
+	s->done_head = NULL;
+	pthread_mutex_unlock(&s->mu);
+	/* finished first, reported first */
+	while (list) {
+		struct xfer *n = list->next;
+		list->next = rev;
+		rev = list;
+		list = n;
+	}
+	while (rev) {
+		struct xfer *n = rev->next;
+		rev->next = NULL;
+		finish(s, rev);
+		rev = n;
 	}
 	start_queued(s);
-}
-
-static void on_socket_event(evutil_socket_t fd, short kind, void *arg)
-{
-	struct smtp_sink *s = arg;
-	int action = ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-
-	curl_multi_socket_action(s->multi, fd, action, &s->running_handles);
-	/* no evtimer_del when nothing runs: check_multi_info may just have added the next
-	 * queued transfer, whose start depends on the timer libcurl armed for it */
-	check_multi_info(s);
-}
-
-static void on_timeout(evutil_socket_t fd, short kind, void *arg)
-{
-	struct smtp_sink *s = arg;
-	(void)fd;
-	(void)kind;
-	curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &s->running_handles);
-	check_multi_info(s);
-}
-
-/* CURLMOPT_TIMERFUNCTION: only arms or deletes our timer; never calls libcurl. */
-static int timer_fn(CURLM *m, long timeout_ms, void *arg)
-{
-	struct smtp_sink *s = arg;
-	(void)m;
-
-	if (timeout_ms < 0) {
-		evtimer_del(s->timer);
-	} else {
-		struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
-		evtimer_add(s->timer, &tv);
-	}
-	return 0;
-}
-
-/* CURLMOPT_SOCKETFUNCTION: one persistent event per socket, re-assigned when the wanted
- * direction changes; never close the fd (libcurl owns it). */
-static int socket_fn(CURL *e, curl_socket_t fd, int what, void *arg, void *sockp)
-{
-	struct smtp_sink *s = arg;
-	struct sockinfo *si = sockp;
-	short kind;
-	(void)e;
-
-	if (what == CURL_POLL_REMOVE) {
-		if (si) {
-			event_free(si->ev);
-			free(si);
-			curl_multi_assign(s->multi, fd, NULL);
-		}
-		return 0;
-	}
-	kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) | ((what & CURL_POLL_OUT) ? EV_WRITE : 0) |
-		       EV_PERSIST);
-	if (si == NULL) {
-		si = calloc(1, sizeof(*si));
-		if (si == NULL)
-			return -1;
-		si->s = s;
-		si->ev = event_new(s->base, fd, kind, on_socket_event, s);
-		curl_multi_assign(s->multi, fd, si);
-	} else {
-		event_del(si->ev);
-		event_assign(si->ev, s->base, fd, kind, on_socket_event, s);
-	}
-	event_add(si->ev, NULL);
-	return 0;
 }
 
 static void on_kick(evutil_socket_t fd, short kind, void *arg)
@@ -366,14 +393,13 @@ static char *build_url(const char *url, const char *helo)
 	char *out;
 
 	/* The URL path is the EHLO name for libcurl's SMTP: smtp://host:port/helo.name */
-	buf_init(&b);
 	rest = strstr(url, "://");
 	rest = rest ? strchr(rest + 3, '/') : NULL;
-	if (rest != NULL) {
-		out = strdup(url);
-		return out;
-	}
-	if (buf_puts(&b, url) != 0 || buf_putc(&b, '/') != 0 || buf_puts(&b, helo && helo[0] ? helo : "localhost") != 0) {
+	if (rest != NULL)
+		return strdup(url);
+	buf_init(&b);
+	if (buf_puts(&b, url) != 0 || buf_putc(&b, '/') != 0 ||
+	    buf_puts(&b, helo && helo[0] ? helo : "localhost") != 0) {
 		buf_free(&b);
 		return NULL;
 	}
@@ -387,6 +413,7 @@ struct smtp_sink *smtp_new(struct event_base *base, const struct config *cfg, ch
 	struct smtp_sink *s;
 	static int global_done;
 
+	/* before any thread exists: curl_global_init is not thread-safe */
 	if (!global_done) {
 		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 			snprintf(errbuf, errlen, "curl_global_init failed");
@@ -400,6 +427,9 @@ struct smtp_sink *smtp_new(struct event_base *base, const struct config *cfg, ch
 		return NULL;
 	}
 	s->base = base;
+	s->pipefd[0] = s->pipefd[1] = -1;
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cv, NULL);
 	s->url = build_url(cfg->smtp_url, cfg->smtp_helo);
 	s->tls = cfg->smtp_tls;
 	s->ca_file = cfg->smtp_ca_file ? strdup(cfg->smtp_ca_file) : NULL;
@@ -409,21 +439,36 @@ struct smtp_sink *smtp_new(struct event_base *base, const struct config *cfg, ch
 	s->connect_timeout_ms = (long)cfg->smtp_connect_timeout_ms;
 	s->timeout_ms = (long)cfg->smtp_timeout_ms;
 	ratelimit_init(&s->rl, cfg->smtp_rate_limit, 1);
-	s->multi = curl_multi_init();
-	s->timer = evtimer_new(base, on_timeout, s);
+	if (pipe2(s->pipefd, O_NONBLOCK | O_CLOEXEC) != 0) {
+		snprintf(errbuf, errlen, "pipe: %s", strerror(errno));
+		smtp_free(s);
+		return NULL;
+	}
 	s->kick = event_new(base, -1, 0, on_kick, s);
 	s->rl_timer = evtimer_new(base, on_kick, s);
-	if (s->url == NULL || s->multi == NULL || s->timer == NULL || s->kick == NULL || s->rl_timer == NULL) {
+	s->ev_done = event_new(base, s->pipefd[0], EV_READ | EV_PERSIST, on_done, s);
+	s->workers = calloc((size_t)s->pool, sizeof(*s->workers));
+	if (s->url == NULL || s->kick == NULL || s->rl_timer == NULL || s->ev_done == NULL || s->workers == NULL) {
 		snprintf(errbuf, errlen, "out of memory");
 		smtp_free(s);
 		return NULL;
 	}
-	curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, socket_fn);
-	curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
-	curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, timer_fn);
-	curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
-	curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)s->pool);
-	curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS, (long)s->pool);
+	event_add(s->ev_done, NULL);
+	for (int i = 0; i < s->pool; i++) {
+		struct worker *w = &s->workers[i];
+		w->s = s;
+		w->easy = curl_easy_init();
+		if (w->easy == NULL || pthread_create(&w->tid, NULL, worker_main, w) != 0) {
+			snprintf(errbuf, errlen, "cannot start SMTP worker %d", i);
+			if (w->easy)
+				curl_easy_cleanup(w->easy);
+			w->easy = NULL;
+			smtp_free(s);
+			return NULL;
+		}
+		w->started = 1;
+		s->nworkers++;
+	}
 	return s;
 }
 
@@ -441,6 +486,7 @@ int smtp_send(struct smtp_sink *s, const char *mail_from, const char *rcpt, cons
 	x->done = done;
 	x->arg = arg;
 	x->index = index;
+	atomic_init(&x->abort, 0);
 	if (x->mail_from == NULL || x->rcpt == NULL) {
 		xfer_free(x);
 		return -1;
@@ -468,26 +514,13 @@ void smtp_cancel_queued(struct smtp_sink *s)
 
 void smtp_abort_all(struct smtp_sink *s)
 {
-	while (s->running) {
-		struct xfer *x = s->running;
-		struct smtp_result r;
-
-		s->running = x->next;
-		s->nrunning--;
-		curl_multi_remove_handle(s->multi, x->easy);
-		memset(&r, 0, sizeof(r));
-		if (x->off > 0) {
-			/* the payload was being sent: the relay may have queued it */
-			r.outcome.verdict = SMTP_UNKNOWN;
-			r.outcome.charge_attempt = 1;
-			r.text = "aborted at shutdown during DATA";
-		} else {
-			r.not_attempted = 1;
-			r.outcome.verdict = SMTP_RETRY;
-			r.text = "aborted at shutdown";
-		}
-		complete(x, &r);
-	}
+	/* running transfers notice within about a second (libcurl's progress callback) and
+	 * report through the pipe like any other */
+	pthread_mutex_lock(&s->mu);
+	for (int i = 0; i < s->nworkers; i++)
+		if (s->workers[i].slot)
+			atomic_store(&s->workers[i].slot->abort, 1);
+	pthread_mutex_unlock(&s->mu);
 	while (s->qhead) {
 		struct xfer *x = s->qhead;
 		s->qhead = x->next;
@@ -506,16 +539,41 @@ void smtp_free(struct smtp_sink *s)
 {
 	if (s == NULL)
 		return;
-	if (s->multi)
-		smtp_abort_all(s);
-	if (s->multi)
-		curl_multi_cleanup(s->multi);
-	if (s->timer)
-		event_free(s->timer);
+	/* no callbacks from here on: the owner may already have freed what they point to */
+	pthread_mutex_lock(&s->mu);
+	for (int i = 0; i < s->nworkers; i++)
+		if (s->workers[i].slot)
+			atomic_store(&s->workers[i].slot->abort, 1);
+	s->stopping = 1;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	for (int i = 0; i < s->nworkers; i++) {
+		pthread_join(s->workers[i].tid, NULL);
+		curl_easy_cleanup(s->workers[i].easy);
+	}
+	while (s->qhead) {
+		struct xfer *x = s->qhead;
+		s->qhead = x->next;
+		xfer_free(x);
+	}
+	while (s->done_head) {
+		struct xfer *x = s->done_head;
+		s->done_head = x->next;
+		xfer_free(x);
+	}
+	free(s->workers);
 	if (s->kick)
 		event_free(s->kick);
 	if (s->rl_timer)
 		event_free(s->rl_timer);
+	if (s->ev_done)
+		event_free(s->ev_done);
+	if (s->pipefd[0] >= 0)
+		close(s->pipefd[0]);
+	if (s->pipefd[1] >= 0)
+		close(s->pipefd[1]);
+	pthread_cond_destroy(&s->cv);
+	pthread_mutex_destroy(&s->mu);
 	free(s->url);
 	free(s->ca_file);
 	if (s->password) {

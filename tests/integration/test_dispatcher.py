@@ -296,3 +296,37 @@ def test_a_row_that_cannot_become_a_message_fails_with_the_reason(migrated_db, s
     assert "no sender" in row(migrated_db, 1)["error"]
     assert smtp_sink.count() == 0
     assert d.stop() == 0
+
+
+def test_leases_of_slow_sends_are_renewed_so_no_one_takes_them_over(migrated_db, fault_smtpd, outboxd_factory):
+    env = {"OUTBOXD_DISPATCHER_LEASE": "1s"}
+    migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
+                    "VALUES (ARRAY['delay3000+slow@example.com'], 'slow', 'x')")
+    outboxd_factory(fault_smtpd.url, env=env, name="first")
+    wait_for(lambda: row(migrated_db, 1)["state"] == "sending", timeout=10, what="sending")
+    outboxd_factory(fault_smtpd.url, env=env, name="second")
+    wait_states(migrated_db, {"sent": 1}, timeout=15)
+    assert row(migrated_db, 1)["attempts"] == 1
+    assert fault_smtpd.count() == 1
+
+
+def test_rows_locked_elsewhere_do_not_make_a_tight_claim_loop(migrated_db, smtp_sink, outboxd_factory):
+    insert_messages(migrated_db, 10, per_txn=10)
+    migrated_db.sql("ALTER DATABASE " + migrated_db.name + " SET track_functions = 'all'")
+    holder = connect(migrated_db)
+    holder.autocommit = False
+    cur = holder.cursor()
+    cur.execute("SELECT id FROM outbox.messages FOR UPDATE")  # another session holds every row
+    try:
+        outboxd_factory(smtp_sink.url, env={"OUTBOXD_DISPATCHER_POLL_INTERVAL": "500ms"})
+        time.sleep(3.0)
+        calls = int(migrated_db.scalar(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions "
+            "WHERE schemaname = 'outbox' AND funcname = 'claim'") or 0)
+        # the poll (every 0.5 s) plus the idle catch-up claims, not hundreds per second
+        assert 0 < calls <= 20, calls
+        assert states(migrated_db) == {"pending": 10}
+    finally:
+        holder.rollback()
+        holder.close()
+    wait_states(migrated_db, {"sent": 10}, timeout=10)
