@@ -7,7 +7,7 @@ PKGS=(
   build-essential pkg-config
   libpq-dev libevent-dev libcurl4-openssl-dev libjansson-dev libcyaml-dev librdkafka-dev
   postgresql postgresql-15 postgresql-contrib postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
-  postfix kcat openssl python3 python3-aiosmtpd python3-pytest python3-psycopg2
+  postfix kcat openssl python3 python3-aiosmtpd python3-pytest python3-psycopg2 python3-yaml
   valgrind procps iproute2 curl
   default-jre-headless maven
 )

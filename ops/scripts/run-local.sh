@@ -14,9 +14,17 @@ HTTP_LISTEN=${OUTBOXD_HTTP_LISTEN:-127.0.0.1:9187}
 mkdir -p "$LOCAL" "$MAILDIR"
 
 pids=()
+outboxd_pid=""
 cleanup() {
   trap - EXIT INT TERM
   echo "run-local: stopping" >&2
+  # outboxd runs in its own session, so Ctrl-C reaches only this script: it gets exactly
+  # one SIGTERM and drains (finishes in-flight mail, releases the rest) before the mail
+  # sink and the database go away
+  if [ -n "$outboxd_pid" ] && kill -0 "$outboxd_pid" 2>/dev/null; then
+    kill -TERM "$outboxd_pid" 2>/dev/null || true
+    for _ in $(seq 1 600); do kill -0 "$outboxd_pid" 2>/dev/null || break; sleep 0.1; done
+  fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   ops/scripts/pg-local.sh stop "$PGDIR" fast || true
@@ -31,7 +39,7 @@ eval "$(ops/scripts/pg-local.sh start "$PGDIR" $want_port)"
 DBURL="postgresql://postgres@127.0.0.1:$PGPORT/postgres"
 
 if [ "$(id -u)" -eq 0 ]; then chown nobody "$MAILDIR"; sink_user=(-u nobody); else sink_user=(); fi
-/usr/sbin/smtp-sink "${sink_user[@]}" -d "$MAILDIR/%Y%m%d%H%M%S." "127.0.0.1:$SMTP_PORT" 256 &
+setsid /usr/sbin/smtp-sink "${sink_user[@]}" -d "$MAILDIR/%Y%m%d%H%M%S." "127.0.0.1:$SMTP_PORT" 256 &
 pids+=($!)
 
 build/outboxd migrate --database-url "$DBURL"
@@ -65,6 +73,6 @@ export OUTBOXD_SMTP_TLS=${OUTBOXD_SMTP_TLS:-none}
 export OUTBOXD_SMTP_FROM=${OUTBOXD_SMTP_FROM:-outboxd@localhost}
 export OUTBOXD_KAFKA_BROKERS=$kafka_brokers
 export OUTBOXD_HTTP_LISTEN=$HTTP_LISTEN
-build/outboxd run &
-pids+=($!)
-wait "${pids[-1]}" || true
+setsid build/outboxd run &
+outboxd_pid=$!
+wait "$outboxd_pid" || true

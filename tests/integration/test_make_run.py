@@ -48,5 +48,5 @@ def test_make_run_delivers_an_insert_and_stops_cleanly():
     # everything it started is gone: the cluster no longer answers
     r = psql(dsn, "SELECT 1", check=False)
     assert r.returncode != 0, out
-    assert "outboxd stopped" in out
+    assert "outboxd stopped" in out and "\"exit\":0" in out, out[-2000:]
     shutil.rmtree(top, ignore_errors=True)
