@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# make bench: runs every benchmark under tests/bench that is present (notify_bench.sh,
+# smtp_bench.py, kafka_bench.*), one after another so they do not compete for the CPUs, then
+# prints the headline lines of each again as a summary. Benchmarks print figures and ratios
+# against a limit measured in the same run; nothing here is a timed pass/fail test. Exits
+# non-zero only when a benchmark could not run to its end.
+#   BENCH_ONLY="smtp" bash tests/bench/run.sh     # run only benchmarks whose name matches
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+PY=/usr/bin/python3
+LOGDIR=$(mktemp -d /tmp/outboxd-bench.XXXXXX)
+trap 'rm -rf "$LOGDIR"' EXIT
+trap 'exit 130' INT TERM
+
+# name -> command line; a benchmark may be a shell script or a Python script.
+benches=()
+for name in notify_bench smtp_bench kafka_bench; do
+  for f in "$HERE/$name.sh" "$HERE/$name.py"; do
+    [ -f "$f" ] || continue
+    if [ -n "${BENCH_ONLY:-}" ] && [[ $name != *${BENCH_ONLY}* ]]; then continue; fi
+    benches+=("$f")
+    break
+  done
+done
+if [ ${#benches[@]} -eq 0 ]; then
+  echo "bench: no benchmark found in $HERE"
+  exit 1
+fi
+
+status=0
+declare -A result
+for f in "${benches[@]}"; do
+  name=$(basename "$f"); name=${name%.*}
+  printf '\n=== %s\n' "$name"
+  start=$(date +%s)
+  case $f in
+    *.py) cmd=("$PY" "$f") ;;
+    *)    cmd=(bash "$f") ;;
+  esac
+  # each benchmark bounds itself; this outer limit only stops one that hangs
+  timeout -k 10 "${BENCH_TIMEOUT:-600}" "${cmd[@]}" 2>&1 | tee "$LOGDIR/$name.log"
+  rc=${PIPESTATUS[0]}
+  result[$name]="exit $rc after $(( $(date +%s) - start )) s"
+  [ "$rc" -eq 0 ] || status=1
+done
+
+printf '\n=== summary\n'
+for f in "${benches[@]}"; do
+  name=$(basename "$f"); name=${name%.*}
+  echo "$name: ${result[$name]}"
+  # headline lines: ratios against targets, percentiles, memory and CPU figures
+  grep -E 'ratio|target|p50|RSS|FAILED|failed' "$LOGDIR/$name.log" | sed 's/^/  /'
+done
+exit $status
