@@ -57,10 +57,19 @@ AS $fn$
            e.payload::text, e.headers::text, e.message_id, s.x
       FROM s
       LEFT JOIN LATERAL (
-          SELECT ev.* FROM outbox.events ev
-           WHERE ev.state = 'pending' AND ev.txid < s.x
-             AND (ev.id > p_after OR ev.txid >= p_guard)
-           ORDER BY ev.id
+          SELECT u.* FROM (
+              -- forward from the cursor along the id index; "IS TRUE" keeps the planner off
+              -- the txid index, which would sort every pending row before fresh statistics
+              (SELECT ev.* FROM outbox.events ev
+                WHERE ev.state = 'pending' AND ev.id > p_after AND (ev.txid < s.x) IS TRUE
+                ORDER BY ev.id LIMIT p_limit)
+              UNION ALL
+              -- rows behind the cursor that were invisible last time (index on txid)
+              (SELECT ev.* FROM outbox.events ev
+                WHERE ev.state = 'pending' AND ev.id <= p_after
+                  AND ev.txid >= p_guard AND ev.txid < s.x
+                ORDER BY ev.id LIMIT p_limit)) u
+           ORDER BY u.id
            LIMIT p_limit) e ON true
      ORDER BY e.id
 $fn$;
