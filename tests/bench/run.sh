@@ -9,9 +9,15 @@ set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 PY=/usr/bin/python3
 LOGDIR=$(mktemp -d /tmp/outboxd-bench.XXXXXX)
-running=
-# a benchmark cleans up after itself on SIGTERM; `timeout` passes the signal on
-trap '[ -n "$running" ] && kill -TERM "$running" 2>/dev/null && wait "$running"; rm -rf "$LOGDIR"' EXIT
+running=; follower=
+# a benchmark cleans up after itself on SIGTERM; `timeout` passes the signal on. Both run in
+# the background and are waited for, so a signal reaches this trap at once.
+on_exit() {
+  if [ -n "$running" ]; then kill -TERM "$running" 2>/dev/null; wait "$running"; fi
+  if [ -n "$follower" ]; then kill "$follower" 2>/dev/null; wait "$follower"; fi
+  rm -rf "$LOGDIR"
+}
+trap on_exit EXIT
 trap 'exit 130' INT TERM
 
 # name -> command line; a benchmark may be a shell script or a Python script.
@@ -40,11 +46,15 @@ for f in "${benches[@]}"; do
     *)    cmd=(bash "$f") ;;
   esac
   # each benchmark bounds itself; this outer limit only stops one that hangs
-  timeout -k 10 "${BENCH_TIMEOUT:-600}" "${cmd[@]}" >"$LOGDIR/$name.log" 2>&1 &
+  : >"$LOGDIR/$name.log"  # exists before tail opens it
+  timeout -k 10 "${BENCH_TIMEOUT:-600}" "${cmd[@]}" >>"$LOGDIR/$name.log" 2>&1 &
   running=$!
-  tail -n +1 -f --pid="$running" "$LOGDIR/$name.log"
+  tail -n +1 -f --pid="$running" "$LOGDIR/$name.log" &
+  follower=$!
   wait "$running"; rc=$?
   running=
+  wait "$follower"  # tail stops by itself once the benchmark has gone
+  follower=
   result[$name]="exit $rc after $(( $(date +%s) - start )) s"
   [ "$rc" -eq 0 ] || status=1
 done
