@@ -76,6 +76,7 @@ struct dispatcher {
 	json_t *flushing_results;
 	json_t *flushing_releases;
 	int flushing;
+	int flush_errors; /* consecutive refusals of the same outcomes by the server */
 	int claiming;
 	int claim_limit;
 	int empty;         /* last claim found nothing: wait for a wake-up */
@@ -513,14 +514,17 @@ static int claim_allowed(struct dispatcher *d, int *limit)
 	switch (breaker_state(&d->breaker)) {
 	case BREAKER_CLOSED:
 		return 1;
-	case BREAKER_OPEN:
-		if (breaker_next_probe_ms(&d->breaker, now) > now)
-			return 0;
-		/* time for a probe */
-		__attribute__((fallthrough));
 	case BREAKER_HALF_OPEN:
-		/* one message probes the relay; more wait for the breaker to close */
 		if (d->njobs > 0)
+			return 0;
+		/* nothing in flight, so no probe is outstanding (the last claim was empty or its
+		 * row never reached the relay): allow another one */
+		breaker_cancel(&d->breaker);
+		__attribute__((fallthrough));
+	case BREAKER_OPEN:
+		/* one message probes the relay once the open period is over; its outcome closes
+		 * the breaker or opens it again for longer */
+		if (d->njobs > 0 || !breaker_allow(&d->breaker, now))
 			return 0;
 		*limit = 1;
 		return 1;
@@ -556,6 +560,17 @@ static void on_claim_done(void *arg, const struct pg_result *res, const char *er
 	}
 	n = pg_ntuples(res);
 	telemetry_claim(d->tm, n);
+	if (d->state != RUN_RUNNING) {
+		/* the claim crossed a SIGTERM: give the rows back untouched */
+		for (int i = 0; i < n; i++) {
+			json_t *row = json_loads(pg_value(res, i, 0), 0, NULL);
+			if (row)
+				json_array_append_new(d->releases, json_integer(json_integer_value(json_object_get(row, "id"))));
+			json_decref(row);
+		}
+		flush_kick(d);
+		return;
+	}
 	for (int i = 0; i < n; i++) {
 		json_error_t jerr;
 		json_t *row = json_loads(pg_value(res, i, 0), 0, &jerr);
@@ -634,12 +649,29 @@ static void on_flush_done(void *arg, const struct pg_result *res, const char *er
 
 	d->flushing--;
 	if (res == NULL || !pg_result_ok(res)) {
+		/* connection lost (res == NULL): keep the outcomes for the next connection. The
+		 * server refused them: retry a few times, then drop them rather than loop; their
+		 * leases expire and the rows are delivered again (at least once). */
+		if (res != NULL && ++d->flush_errors >= 3) {
+			log_error("dropping outcomes the database keeps refusing; their leases will expire",
+				  "serror", pg_result_error(res), "ssqlstate", pg_result_sqlstate(res), "icount",
+				  (long long)json_array_size(d->flushing_results), NULL);
+			json_decref(d->flushing_results);
+			json_decref(d->flushing_releases);
+			d->flushing_results = d->flushing_releases = NULL;
+			d->flush_errors = 0;
+			maybe_finish_drain(d);
+			return;
+		}
 		log_warn("writing outcomes failed; will retry", "serror", err ? err : pg_result_error(res),
 			 "ssqlstate", pg_result_sqlstate(res), NULL);
 		if (d->flushing == 0)
 			requeue_unflushed(d);
+		if (res != NULL)
+			flush_kick(d);
 		return;
 	}
+	d->flush_errors = 0;
 	if (d->flushing == 0) {
 		size_t applied = (size_t)atoll(pg_value(res, 0, 0));
 		size_t sent = json_array_size(d->flushing_results);
@@ -923,8 +955,19 @@ static void reload_config(struct dispatcher *d)
 {
 	struct config nc;
 	enum log_level level;
-	int errors = config_load(&nc, d->config_path, stderr);
+	char *errtext = NULL;
+	size_t errsize = 0;
+	FILE *errs = open_memstream(&errtext, &errsize);
+	int errors = config_load(&nc, d->config_path, errs ? errs : stderr);
 
+	if (errs != NULL) {
+		/* each error becomes one JSON log line: stderr carries nothing else */
+		char *line, *save = NULL;
+		fclose(errs);
+		for (line = strtok_r(errtext, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+			log_error("configuration error", "serror", line, NULL);
+		free(errtext);
+	}
 	if (errors != 0) {
 		log_error("configuration reload refused: keeping the running configuration", "ierrors",
 			  (long long)errors, NULL);
@@ -945,6 +988,12 @@ static void reload_config(struct dispatcher *d)
 	d->cfg->status_max_failed_last_hour = nc.status_max_failed_last_hour;
 	d->cfg->status_max_mirror_lag_ms = nc.status_max_mirror_lag_ms;
 	smtp_set_rate(d->smtp, nc.smtp_rate_limit);
+	/* the breaker keeps its state; new limits apply from its next transition */
+	d->cfg->smtp_breaker_threshold = nc.smtp_breaker_threshold;
+	d->cfg->smtp_breaker_open_ms = nc.smtp_breaker_open_ms;
+	d->breaker.threshold = (unsigned)nc.smtp_breaker_threshold;
+	d->breaker.base_open_ms = (uint64_t)nc.smtp_breaker_open_ms;
+	d->breaker.max_open_ms = (uint64_t)nc.smtp_breaker_open_ms * 8;
 	{
 		struct timeval tv = tv_ms(nc.poll_interval_ms);
 		evtimer_add(d->ev_poll, &tv);
@@ -1062,6 +1111,7 @@ int dispatcher_main(int argc, char **argv)
 		rc = 1;
 		goto out;
 	}
+	breaker_set_on_change(&d->breaker, telemetry_breaker_changed, d->tm);
 	log_info("outboxd starting", "sversion", OUTBOXD_VERSION, "sowner", d->owner, "ibatch",
 		 (long long)cfg.batch_size, "imax_in_flight", (long long)cfg.max_in_flight, NULL);
 

@@ -72,7 +72,7 @@ static const struct rule rules[] = {
 	{ CURLE_WEIRD_SERVER_REPLY, 200, 299, NEED_AFTER, SMTP_OK, 0, 1, 0, 1, "accepted (2xx other than 250)" },
 	{ CURLE_WEIRD_SERVER_REPLY, 400, 499, NEED_AFTER, SMTP_RETRY, 0, 1, 1, 1, "message deferred (4xx)" },
 	{ CURLE_WEIRD_SERVER_REPLY, 500, 599, NEED_AFTER, SMTP_PERMANENT, 0, 1, 1, 1, "message refused (5xx)" },
-	{ CURLE_WEIRD_SERVER_REPLY, 100, 599, 0, SMTP_RETRY, 1, 0, 1, 1, "greeting refused" },
+	{ CURLE_WEIRD_SERVER_REPLY, 100, 599, 0, SMTP_RETRY, 1, 0, 0, 1, "greeting refused" },
 	{ CURLE_WEIRD_SERVER_REPLY, R_ANY, 0, SMTP_RETRY, 1, 0, 1, 0, "unexpected server reply" },
 
 	/* Our configuration: pause the lane, do not burn the row's attempts. */
@@ -100,12 +100,13 @@ static const struct rule rules[] = {
 	{ CURLE_UNKNOWN_OPTION, R_ANY, 0, SMTP_CONFIG, 0, 0, 0, 0, "unknown libcurl option" },
 	{ CURLE_INTERFACE_FAILED, R_ANY, 0, SMTP_CONFIG, 0, 0, 0, 0, "network interface failed" },
 
-	/* Relay unreachable. */
-	{ CURLE_COULDNT_CONNECT, R_ANY, 0, SMTP_RETRY, 1, 0, 1, 0, "could not connect" },
-	{ CURLE_COULDNT_RESOLVE_HOST, R_ANY, 0, SMTP_RETRY, 1, 0, 1, 0, "could not resolve host" },
-	{ CURLE_COULDNT_RESOLVE_PROXY, R_ANY, 0, SMTP_RETRY, 1, 0, 1, 0, "could not resolve proxy" },
-	{ CURLE_PROXY, R_ANY, 0, SMTP_RETRY, 1, 0, 1, 0, "proxy handshake failed" },
-	{ CURLE_SSL_CONNECT_ERROR, R_ANY, 0, SMTP_RETRY, 1, 0, 1, 0, "TLS handshake failed" },
+	/* Relay unreachable: nothing reached it, so no attempt is charged (the breaker bounds
+	 * how often this can repeat). */
+	{ CURLE_COULDNT_CONNECT, R_ANY, 0, SMTP_RETRY, 1, 0, 0, 0, "could not connect" },
+	{ CURLE_COULDNT_RESOLVE_HOST, R_ANY, 0, SMTP_RETRY, 1, 0, 0, 0, "could not resolve host" },
+	{ CURLE_COULDNT_RESOLVE_PROXY, R_ANY, 0, SMTP_RETRY, 1, 0, 0, 0, "could not resolve proxy" },
+	{ CURLE_PROXY, R_ANY, 0, SMTP_RETRY, 1, 0, 0, 0, "proxy handshake failed" },
+	{ CURLE_SSL_CONNECT_ERROR, R_ANY, 0, SMTP_RETRY, 1, 0, 0, 0, "TLS handshake failed" },
 
 	/* Local trouble: says nothing about the relay or the message. */
 	{ CURLE_OUT_OF_MEMORY, 354, 354, 0, SMTP_UNKNOWN, 0, 0, 0, 0, "out of memory after DATA" },
