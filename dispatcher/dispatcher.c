@@ -23,6 +23,7 @@
 #include "log.h"
 #include "mime.h"
 #include "pg.h"
+#include "pgarray.h"
 #include "smtp.h"
 #include "telemetry.h"
 
@@ -204,6 +205,13 @@ static void result_add(struct dispatcher *d, struct job *j, const char *outcome,
 							(uint64_t)d->cfg->retry_cap_ms, backoff_random64());
 		json_object_set_new(r, "retry_in_ms", json_integer((json_int_t)delay));
 	}
+	/* A first attempt that reached everyone needs no recipient rows: outbox.recipient_status
+	 * derives them from the message. Saves a row per message on the hot path. */
+	if (strcmp(outcome, "sent") == 0 && j->attempt == 1) {
+		json_decref(rcpts);
+		json_array_append_new(d->results, r);
+		return;
+	}
 	for (size_t i = 0; i < j->nrc; i++) {
 		struct rcpt *rc = &j->rc[i];
 		json_t *o;
@@ -341,17 +349,31 @@ static void on_transfer_done(void *arg, size_t index, const struct smtp_result *
 		job_finish(d, j);
 }
 
-/* Builds the message of a claimed row; NULL error means the row is deliverable. */
-static int job_build(struct dispatcher *d, struct job *j, json_t *row, char *err, size_t errlen)
+/* Columns of CLAIM_SQL. */
+enum { C_ID, C_ATTEMPT, C_MESSAGE_ID, C_SENDER, C_TO, C_CC, C_BCC, C_REPLY_TO, C_SUBJECT,
+       C_BODY_TEXT, C_BODY_HTML, C_HEADERS, C_CREATED, C_DONE };
+
+/* A claimed row as the claim returned it; strings point into the result. */
+struct claimed {
+	const struct pg_result *res;
+	int row;
+	struct pgarray to, cc, bcc, done;
+};
+
+static const char *col(const struct claimed *c, int k)
 {
-	const char *sender = json_string_value(json_object_get(row, "sender"));
-	json_t *to = json_object_get(row, "recipients");
-	json_t *cc = json_object_get(row, "cc");
-	json_t *hdrs = json_object_get(row, "headers");
+	return pg_isnull(c->res, c->row, k) ? NULL : pg_value(c->res, c->row, k);
+}
+
+/* Builds the message of a claimed row. Returns 0, or -1 with the reason in err (the row
+ * is then failed: it cannot be turned into a message). */
+static int job_build(struct dispatcher *d, struct job *j, const struct claimed *c, char *err, size_t errlen)
+{
+	const char *sender = col(c, C_SENDER), *hdrs_text = col(c, C_HEADERS);
+	json_t *hdrs = NULL;
 	struct mime_msg m;
-	const char **tov = NULL, **ccv = NULL;
 	struct mime_header *hv = NULL;
-	size_t nto = json_array_size(to), ncc = json_array_size(cc), nh = json_object_size(hdrs), k = 0;
+	size_t k = 0;
 	const char *hk;
 	json_t *hval;
 	int rc = -1;
@@ -362,18 +384,21 @@ static int job_build(struct dispatcher *d, struct job *j, json_t *row, char *err
 		snprintf(err, errlen, "no sender: the row has none and smtp.from is not set");
 		return -1;
 	}
+	/* most rows carry no extra headers: skip the JSON parser for "{}" */
+	if (hdrs_text && strcmp(hdrs_text, "{}") != 0) {
+		json_error_t jerr;
+		hdrs = json_loads(hdrs_text, 0, &jerr);
+		if (!json_is_object(hdrs)) {
+			snprintf(err, errlen, "headers: not a JSON object (%s)", jerr.text);
+			goto out;
+		}
+	}
 	j->mail_from = addr_spec(sender);
-	tov = calloc(nto + 1, sizeof(*tov));
-	ccv = calloc(ncc + 1, sizeof(*ccv));
-	hv = calloc(nh + 1, sizeof(*hv));
-	if (!j->mail_from || !tov || !ccv || !hv) {
+	hv = calloc(json_object_size(hdrs) + 1, sizeof(*hv));
+	if (!j->mail_from || !hv) {
 		snprintf(err, errlen, "out of memory");
 		goto out;
 	}
-	for (size_t i = 0; i < nto; i++)
-		tov[i] = json_string_value(json_array_get(to, i));
-	for (size_t i = 0; i < ncc; i++)
-		ccv[i] = json_string_value(json_array_get(cc, i));
 	json_object_foreach(hdrs, hk, hval)
 	{
 		hv[k].name = hk;
@@ -383,43 +408,36 @@ static int job_build(struct dispatcher *d, struct job *j, json_t *row, char *err
 	memset(&m, 0, sizeof(m));
 	m.message_id = j->message_id;
 	m.from = sender;
-	m.to = tov;
-	m.n_to = nto;
-	m.cc = ccv;
-	m.n_cc = ncc;
-	m.reply_to = json_string_value(json_object_get(row, "reply_to"));
-	m.subject = json_string_value(json_object_get(row, "subject"));
-	m.body_text = json_string_value(json_object_get(row, "body_text"));
-	m.body_html = json_string_value(json_object_get(row, "body_html"));
+	m.to = (const char *const *)c->to.items;
+	m.n_to = c->to.n;
+	m.cc = (const char *const *)c->cc.items;
+	m.n_cc = c->cc.n;
+	m.reply_to = col(c, C_REPLY_TO);
+	m.subject = col(c, C_SUBJECT);
+	m.body_text = col(c, C_BODY_TEXT);
+	m.body_html = col(c, C_BODY_HTML);
 	m.headers = hv;
 	m.n_headers = k;
 	m.date = time(NULL);
 	m.boundary_seed = j->message_id;
 	rc = mime_build(&m, &j->msg, err, errlen);
 out:
-	free(tov);
-	free(ccv);
+	json_decref(hdrs);
 	free(hv);
 	return rc;
 }
 
-static int rcpt_add(struct job *j, json_t *arr, const char *kind, json_t *done)
+static int rcpt_add(struct job *j, const struct pgarray *arr, const char *kind, const struct pgarray *done)
 {
-	size_t i, k;
-	json_t *v;
-
-	json_array_foreach(arr, i, v)
-	{
-		const char *a = json_string_value(v);
+	for (size_t i = 0; i < arr->n; i++) {
+		const char *a = arr->items[i];
 		int skip = 0;
-		json_t *dv;
+
 		if (a == NULL)
 			continue;
-		json_array_foreach(done, k, dv)
-		{
-			if (json_is_string(dv) && strcmp(json_string_value(dv), a) == 0)
+		for (size_t k = 0; k < done->n && !skip; k++)
+			if (done->items[k] && strcmp(done->items[k], a) == 0)
 				skip = 1;
-		}
 		/* the same address twice (to and cc) gets one copy */
 		for (size_t n = 0; n < j->nrc && !skip; n++)
 			if (strcmp(j->rc[n].addr, a) == 0)
@@ -435,34 +453,35 @@ static int rcpt_add(struct job *j, json_t *arr, const char *kind, json_t *done)
 	return 0;
 }
 
-static void job_start(struct dispatcher *d, json_t *row)
+static void job_start(struct dispatcher *d, const struct pg_result *res, int row)
 {
 	struct job *j = calloc(1, sizeof(*j));
+	struct claimed c = { .res = res, .row = row };
 	char err[512];
-	json_t *to = json_object_get(row, "recipients"), *cc = json_object_get(row, "cc"),
-	       *bcc = json_object_get(row, "bcc"), *done = json_object_get(row, "done_recipients");
-	size_t total = json_array_size(to) + json_array_size(cc) + json_array_size(bcc);
+	int parsed;
 
 	if (j == NULL)
 		return; /* the lease expires and another claim takes it */
 	j->d = d;
-	j->id = json_integer_value(json_object_get(row, "id"));
-	j->attempt = (int)json_integer_value(json_object_get(row, "attempt"));
-	j->message_id = strdup(json_string_value(json_object_get(row, "message_id")) ?: "");
-	j->created_at = json_real_value(json_object_get(row, "created_at"));
+	j->id = atoll(pg_value(res, row, C_ID));
+	j->attempt = atoi(pg_value(res, row, C_ATTEMPT));
+	j->message_id = strdup(pg_value(res, row, C_MESSAGE_ID));
+	j->created_at = atof(pg_value(res, row, C_CREATED));
 	buf_init(&j->msg);
-	j->rc = calloc(total + 1, sizeof(*j->rc));
 	job_link(d, j);
-	if (j->rc == NULL || rcpt_add(j, to, "to", done) || rcpt_add(j, cc, "cc", done) ||
-	    rcpt_add(j, bcc, "bcc", done)) {
+	parsed = pgarray_parse(col(&c, C_TO), &c.to) == 0 && pgarray_parse(col(&c, C_CC), &c.cc) == 0 &&
+		 pgarray_parse(col(&c, C_BCC), &c.bcc) == 0 && pgarray_parse(col(&c, C_DONE), &c.done) == 0;
+	if (parsed)
+		j->rc = calloc(c.to.n + c.cc.n + c.bcc.n + 1, sizeof(*j->rc));
+	if (!parsed || j->message_id == NULL || j->rc == NULL || rcpt_add(j, &c.to, "to", &c.done) ||
+	    rcpt_add(j, &c.cc, "cc", &c.done) || rcpt_add(j, &c.bcc, "bcc", &c.done)) {
 		/* out of memory: give it back untouched */
-		j->nrc = 0;
 		json_array_append_new(d->releases, json_integer(j->id));
 		job_unlink(d, j);
 		job_free(j);
-		return;
+		goto out;
 	}
-	if (job_build(d, j, row, err, sizeof(err)) != 0) {
+	if (job_build(d, j, &c, err, sizeof(err)) != 0) {
 		for (size_t i = 0; i < j->nrc; i++)
 			j->rc[i].charged = 0;
 		result_add(d, j, "failed", 0, err, 0);
@@ -471,7 +490,7 @@ static void job_start(struct dispatcher *d, json_t *row)
 		job_unlink(d, j);
 		job_free(j);
 		flush_kick(d);
-		return;
+		goto out;
 	}
 	if (j->nrc == 0) {
 		/* every recipient already accepted it in an earlier attempt */
@@ -479,7 +498,7 @@ static void job_start(struct dispatcher *d, json_t *row)
 		job_unlink(d, j);
 		job_free(j);
 		flush_kick(d);
-		return;
+		goto out;
 	}
 	j->outstanding = j->nrc;
 	for (size_t i = 0; i < j->nrc; i++) {
@@ -489,16 +508,18 @@ static void job_start(struct dispatcher *d, json_t *row)
 			on_transfer_done(j, i, &r);
 		}
 	}
+out:
+	pgarray_free(&c.to);
+	pgarray_free(&c.cc);
+	pgarray_free(&c.bcc);
+	pgarray_free(&c.done);
 }
 
 /* ---- claiming ------------------------------------------------------------------------ */
 
 static const char *const CLAIM_SQL =
-	"SELECT json_build_object('id', id, 'attempt', attempt, 'message_id', message_id, "
-	"'sender', sender, 'recipients', recipients, 'cc', cc, 'bcc', bcc, 'reply_to', reply_to, "
-	"'subject', subject, 'body_text', body_text, 'body_html', body_html, 'headers', headers, "
-	"'created_at', extract(epoch FROM created_at)::float8, "
-	"'done_recipients', coalesce(done_recipients, '{}'))::text "
+	"SELECT id, attempt, message_id, sender, recipients, cc, bcc, reply_to, subject, body_text, "
+	"body_html, headers, extract(epoch FROM created_at)::float8, done_recipients "
 	"FROM outbox.claim($1, $2::int, $3::int)";
 
 static int claim_allowed(struct dispatcher *d, int *limit)
@@ -512,8 +533,13 @@ static int claim_allowed(struct dispatcher *d, int *limit)
 		return 0;
 	*limit = room < d->cfg->batch_size ? room : d->cfg->batch_size;
 	switch (breaker_state(&d->breaker)) {
-	case BREAKER_CLOSED:
+	case BREAKER_CLOSED: {
+		/* claim in large batches: one claim per half batch, not one per finished message */
+		int span = d->cfg->batch_size < d->cfg->max_in_flight ? d->cfg->batch_size : d->cfg->max_in_flight;
+		if (d->njobs > 0 && room < (span + 1) / 2)
+			return 0;
 		return 1;
+	}
 	case BREAKER_HALF_OPEN:
 		if (d->njobs > 0)
 			return 0;
@@ -536,7 +562,7 @@ static void on_set_idle_done(void *arg, const struct pg_result *res, const char 
 {
 	(void)arg;
 	if (res == NULL || !pg_result_ok(res))
-		log_warn("set_idle failed", "serror", err ? err : pg_result_error(res), NULL);
+		log_warn("dispatcher bookkeeping query failed", "serror", err ? err : pg_result_error(res), NULL);
 }
 
 static void set_idle(struct dispatcher *d, int idle)
@@ -562,25 +588,13 @@ static void on_claim_done(void *arg, const struct pg_result *res, const char *er
 	telemetry_claim(d->tm, n);
 	if (d->state != RUN_RUNNING) {
 		/* the claim crossed a SIGTERM: give the rows back untouched */
-		for (int i = 0; i < n; i++) {
-			json_t *row = json_loads(pg_value(res, i, 0), 0, NULL);
-			if (row)
-				json_array_append_new(d->releases, json_integer(json_integer_value(json_object_get(row, "id"))));
-			json_decref(row);
-		}
+		for (int i = 0; i < n; i++)
+			json_array_append_new(d->releases, json_integer(atoll(pg_value(res, i, C_ID))));
 		flush_kick(d);
 		return;
 	}
-	for (int i = 0; i < n; i++) {
-		json_error_t jerr;
-		json_t *row = json_loads(pg_value(res, i, 0), 0, &jerr);
-		if (row == NULL) {
-			log_error("claim returned unreadable row", "serror", jerr.text, NULL);
-			continue;
-		}
-		job_start(d, row);
-		json_decref(row);
-	}
+	for (int i = 0; i < n; i++)
+		job_start(d, res, i);
 	if (n == 0) {
 		if (!d->idle_marked && d->state == RUN_RUNNING) {
 			/* mark idle first, then look once more: a row committed between our claim
@@ -799,6 +813,11 @@ static void on_work_connect(struct pgconn *c, void *arg)
 	 * (same host and pid after a container restart): put them back. After a reconnect the
 	 * rows in flight are ours, so only clear the idle mark. */
 	if (!d->startup_done) {
+		/* Without a Kafka mirror nobody publishes lifecycle events: switch them off so
+		 * outbox.events does not grow (the mirror's leader switches them on). */
+		if (d->kafka == NULL &&
+		    pg_query(c, "SELECT outbox.set_lifecycle_events(false)", 0, NULL, 30000, on_set_idle_done, d) != 0)
+			log_warn("start-up query not sent", NULL);
 		if (pg_query(c,
 			     "SELECT outbox.release_owner($1), outbox.set_idle($1, false)", 1, p,
 			     30000, on_startup_done, d) != 0)

@@ -17,7 +17,9 @@ SELECT m.id AS message, m.message_id, a.address, a.kind,
                                       WHEN 'dead' THEN 'failed'
                                       WHEN 'cancelled' THEN 'cancelled'
                                       ELSE 'pending' END) AS state,
-       r.smtp_code, r.last_error, coalesce(r.attempts, 0) AS attempts, r.updated_at
+       coalesce(r.smtp_code, CASE WHEN m.state = 'sent' THEN m.last_smtp_code END) AS smtp_code,
+       r.last_error, coalesce(r.attempts, CASE WHEN m.state = 'sent' THEN m.attempts ELSE 0 END) AS attempts,
+       coalesce(r.updated_at, CASE WHEN m.state = 'sent' THEN m.sent_at END) AS updated_at
   FROM outbox.messages m
  CROSS JOIN LATERAL (
         SELECT t.address, 'to'::text AS kind FROM unnest(m.recipients) AS t(address)
