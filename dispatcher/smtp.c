@@ -2,7 +2,8 @@
  * event loop. libcurl 7.x waits for the reply to the final "." with a blocking poll inside
  * its SMTP DONE phase (smtp_block_statemach), even under the multi interface, so a slow
  * relay would freeze a loop that drove it; here only that connection's worker waits.
- * The loop keeps the queue, the rate limit and every callback; workers only transfer. */
+ * Workers take transfers from one queue (under a mutex, with the rate limit) and hand
+ * results back through a pipe; every callback runs on the loop. */
 #include "smtp.h"
 
 #include <curl/curl.h>
@@ -47,14 +48,13 @@ struct worker {
 	pthread_t tid;
 	struct smtp_sink *s;
 	CURL *easy;
-	struct xfer *slot; /* assigned by the loop, NULL while idle (under s->mu) */
+	struct xfer *slot; /* the transfer it performs, NULL while idle (under s->mu) */
 	int started;
 };
 
 struct smtp_sink {
 	struct event_base *base;
 	struct event *kick;
-	struct event *rl_timer;
 	struct event *ev_done;
 	int pipefd[2];
 
@@ -67,15 +67,15 @@ struct smtp_sink {
 	long connect_timeout_ms;
 	long timeout_ms;
 
-	struct ratelimit rl;
-	int cancel_pending;
-	struct xfer *qhead, *qtail; /* not started; loop only */
-	size_t nqueued;
-	size_t nrunning; /* handed to a worker, result not yet processed; loop only */
+	size_t inflight;  /* sent to smtp_send and not yet reported; loop only */
+	int cancel_pending; /* loop only */
 
+	/* shared with the workers, under mu */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	int stopping;                 /* under mu */
+	struct ratelimit rl;
+	struct xfer *qhead, *qtail;   /* not started: workers take from the head */
+	int stopping;
 	struct xfer *done_head;       /* finished by workers, under mu */
 	struct worker *workers;
 	int nworkers;
@@ -198,36 +198,79 @@ static void xfer_perform(struct worker *w, struct xfer *x)
 	curl_slist_free_all(rcpts);
 }
 
+/* Takes the next queued transfer for this worker (under s->mu). Returns NULL when there
+ * is none or the rate limit says wait; *wait_ms is then how long. */
+static struct xfer *take_queued(struct smtp_sink *s, uint64_t *wait_ms)
+{
+	struct xfer *x = s->qhead;
+	uint64_t now;
+
+	*wait_ms = 0;
+	if (x == NULL)
+		return NULL;
+	now = now_ms();
+	if (!ratelimit_take(&s->rl, now)) {
+		*wait_ms = ratelimit_wait_ms(&s->rl, now);
+		if (*wait_ms == 0)
+			*wait_ms = 1;
+		return NULL;
+	}
+	s->qhead = x->next;
+	if (s->qhead == NULL)
+		s->qtail = NULL;
+	x->next = NULL;
+	x->started_ms = now;
+	return x;
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct smtp_sink *s = w->s;
 
+	pthread_mutex_lock(&s->mu);
 	for (;;) {
 		struct xfer *x;
+		uint64_t wait_ms;
+		int wake;
 		char one = 1;
 
-		pthread_mutex_lock(&s->mu);
-		while (w->slot == NULL && !s->stopping)
-			pthread_cond_wait(&s->cv, &s->mu);
-		x = w->slot;
-		if (x == NULL) {
-			pthread_mutex_unlock(&s->mu);
+		if (s->stopping)
 			break;
+		x = take_queued(s, &wait_ms);
+		if (x == NULL) {
+			if (wait_ms > 0) {
+				struct timespec ts;
+				clock_gettime(CLOCK_REALTIME, &ts);
+				ts.tv_sec += (time_t)(wait_ms / 1000);
+				ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+				if (ts.tv_nsec >= 1000000000L) {
+					ts.tv_sec++;
+					ts.tv_nsec -= 1000000000L;
+				}
+				pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+			} else {
+				pthread_cond_wait(&s->cv, &s->mu);
+			}
+			continue;
 		}
+		w->slot = x;
 		pthread_mutex_unlock(&s->mu);
 
 		xfer_perform(w, x);
 
 		pthread_mutex_lock(&s->mu);
 		w->slot = NULL;
+		/* wake the loop only when its list was empty: it takes the whole list at once */
+		wake = s->done_head == NULL;
 		x->next = s->done_head;
 		s->done_head = x;
-		pthread_mutex_unlock(&s->mu);
-		/* wake the loop; a full pipe already holds a wake-up */
-		while (write(s->pipefd[1], &one, 1) < 0 && errno == EINTR)
-			;
+		if (wake) {
+			while (write(s->pipefd[1], &one, 1) < 0 && errno == EINTR)
+				;
+		}
 	}
+	pthread_mutex_unlock(&s->mu);
 	return NULL;
 }
 
@@ -235,6 +278,7 @@ static void *worker_main(void *arg)
 
 static void complete(struct xfer *x, const struct smtp_result *r)
 {
+	x->s->inflight--;
 	x->done(x->arg, x->index, r);
 	xfer_free(x);
 }
@@ -246,59 +290,19 @@ static void complete_not_attempted(struct xfer *x, const char *why)
 	complete(x, &r);
 }
 
+/* Puts a transfer back at the head of the queue (under s->mu). */
 static void queue_front(struct smtp_sink *s, struct xfer *x)
 {
 	x->next = s->qhead;
 	s->qhead = x;
 	if (s->qtail == NULL)
 		s->qtail = x;
-	s->nqueued++;
-}
-
-static struct worker *idle_worker(struct smtp_sink *s)
-{
-	for (int i = 0; i < s->nworkers; i++)
-		if (s->workers[i].slot == NULL)
-			return &s->workers[i];
-	return NULL;
-}
-
-static void start_queued(struct smtp_sink *s)
-{
-	pthread_mutex_lock(&s->mu);
-	while (s->qhead && !s->stopping) {
-		struct worker *w = idle_worker(s);
-		struct xfer *x = s->qhead;
-		uint64_t now = now_ms();
-
-		if (w == NULL)
-			break;
-		if (!ratelimit_take(&s->rl, now)) {
-			uint64_t wait = ratelimit_wait_ms(&s->rl, now);
-			struct timeval tv = { .tv_sec = (time_t)(wait / 1000),
-					      .tv_usec = (suseconds_t)((wait % 1000) * 1000) };
-			if (!evtimer_pending(s->rl_timer, NULL))
-				evtimer_add(s->rl_timer, &tv);
-			break;
-		}
-		s->qhead = x->next;
-		if (s->qhead == NULL)
-			s->qtail = NULL;
-		s->nqueued--;
-		x->next = NULL;
-		x->started_ms = now;
-		w->slot = x;
-		s->nrunning++;
-	}
-	pthread_cond_broadcast(&s->cv);
-	pthread_mutex_unlock(&s->mu);
 }
 
 static void finish(struct smtp_sink *s, struct xfer *x)
 {
 	struct smtp_result r;
 
-	s->nrunning--;
 	memset(&r, 0, sizeof(r));
 	if (atomic_load(&x->abort)) {
 		if (x->eof) {
@@ -324,7 +328,10 @@ static void finish(struct smtp_sink *s, struct xfer *x)
 		x->eof = 0;
 		x->reply[0] = '\0';
 		x->errbuf[0] = '\0';
+		pthread_mutex_lock(&s->mu);
 		queue_front(s, x);
+		pthread_cond_signal(&s->cv);
+		pthread_mutex_unlock(&s->mu);
 		return;
 	}
 	if (r.outcome.verdict == SMTP_OK)
@@ -364,7 +371,24 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
 		finish(s, rev);
 		rev = n;
 	}
-	start_queued(s);
+}
+
+/* Takes every transfer not yet started out of the queue (the workers see an empty one)
+ * and reports each as not attempted. */
+static void cancel_queue(struct smtp_sink *s, const char *why)
+{
+	struct xfer *list;
+
+	pthread_mutex_lock(&s->mu);
+	list = s->qhead;
+	s->qhead = s->qtail = NULL;
+	pthread_mutex_unlock(&s->mu);
+	while (list) {
+		struct xfer *x = list;
+		list = x->next;
+		x->next = NULL;
+		complete_not_attempted(x, why);
+	}
 }
 
 static void on_kick(evutil_socket_t fd, short kind, void *arg)
@@ -375,15 +399,8 @@ static void on_kick(evutil_socket_t fd, short kind, void *arg)
 
 	if (s->cancel_pending) {
 		s->cancel_pending = 0;
-		while (s->qhead) {
-			struct xfer *x = s->qhead;
-			s->qhead = x->next;
-			s->nqueued--;
-			complete_not_attempted(x, "not attempted: relay paused");
-		}
-		s->qtail = NULL;
+		cancel_queue(s, "not attempted: relay paused");
 	}
-	start_queued(s);
 }
 
 static char *build_url(const char *url, const char *helo)
@@ -445,10 +462,9 @@ struct smtp_sink *smtp_new(struct event_base *base, const struct config *cfg, ch
 		return NULL;
 	}
 	s->kick = event_new(base, -1, 0, on_kick, s);
-	s->rl_timer = evtimer_new(base, on_kick, s);
 	s->ev_done = event_new(base, s->pipefd[0], EV_READ | EV_PERSIST, on_done, s);
 	s->workers = calloc((size_t)s->pool, sizeof(*s->workers));
-	if (s->url == NULL || s->kick == NULL || s->rl_timer == NULL || s->ev_done == NULL || s->workers == NULL) {
+	if (s->url == NULL || s->kick == NULL || s->ev_done == NULL || s->workers == NULL) {
 		snprintf(errbuf, errlen, "out of memory");
 		smtp_free(s);
 		return NULL;
@@ -491,19 +507,21 @@ int smtp_send(struct smtp_sink *s, const char *mail_from, const char *rcpt, cons
 		xfer_free(x);
 		return -1;
 	}
+	s->inflight++;
+	pthread_mutex_lock(&s->mu);
 	if (s->qtail)
 		s->qtail->next = x;
 	else
 		s->qhead = x;
 	s->qtail = x;
-	s->nqueued++;
-	event_active(s->kick, 0, 0);
+	pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&s->mu);
 	return 0;
 }
 
 size_t smtp_in_flight(const struct smtp_sink *s)
 {
-	return s->nqueued + s->nrunning;
+	return s->inflight;
 }
 
 void smtp_cancel_queued(struct smtp_sink *s)
@@ -521,18 +539,15 @@ void smtp_abort_all(struct smtp_sink *s)
 		if (s->workers[i].slot)
 			atomic_store(&s->workers[i].slot->abort, 1);
 	pthread_mutex_unlock(&s->mu);
-	while (s->qhead) {
-		struct xfer *x = s->qhead;
-		s->qhead = x->next;
-		s->nqueued--;
-		complete_not_attempted(x, "not attempted: shutting down");
-	}
-	s->qtail = NULL;
+	cancel_queue(s, "not attempted: shutting down");
 }
 
 void smtp_set_rate(struct smtp_sink *s, double per_s)
 {
+	pthread_mutex_lock(&s->mu);
 	ratelimit_init(&s->rl, per_s, 1);
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
 }
 
 void smtp_free(struct smtp_sink *s)
@@ -564,8 +579,6 @@ void smtp_free(struct smtp_sink *s)
 	free(s->workers);
 	if (s->kick)
 		event_free(s->kick);
-	if (s->rl_timer)
-		event_free(s->rl_timer);
 	if (s->ev_done)
 		event_free(s->ev_done);
 	if (s->pipefd[0] >= 0)
