@@ -8,7 +8,7 @@ PKGS=(
   libpq-dev libevent-dev libcurl4-openssl-dev libjansson-dev libcyaml-dev librdkafka-dev
   postgresql postgresql-15 postgresql-contrib postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
   postfix kcat openssl python3 python3-aiosmtpd python3-pytest python3-psycopg2 python3-yaml
-  valgrind procps iproute2 curl
+  valgrind procps iproute2 curl prometheus
   default-jre-headless maven
 )
 
