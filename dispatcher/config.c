@@ -166,7 +166,7 @@ static const struct config_key keys[] = {
 	{ "kafka.ssl_ca_file", KT_STRING, F_STR(kafka_ssl_ca_file), "", 0, 0, NULL, check_readable, 0,
 	  0, "CA bundle for ssl / sasl_ssl; empty = system store" },
 	{ "kafka.lifecycle_events", KT_BOOL, F_INT(lifecycle_events), "true", 0, 1, NULL, NULL, 0, 0,
-	  "write email.queued/sent/retry/failed/dead events to outbox.events" },
+	  "write and mirror email.queued/sent/retry/failed/dead events (always off without kafka.brokers)" },
 
 	{ "http.listen", KT_STRING, F_STR(http_listen), "127.0.0.1:9187", 0, 0, NULL, check_listen, 0,
 	  0, "host:port for /health and /metrics; empty = no HTTP server" },
