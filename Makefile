@@ -16,6 +16,16 @@ CPPFLAGS += -D_GNU_SOURCE -DOUTBOXD_VERSION='"$(VERSION)"' -DOUTBOXD_DATADIR='"$
 ALL_CFLAGS = -std=c11 -pthread $(WARN) $(CFLAGS) $(PKG_CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS   += $(PKG_LIBS) -lm -pthread $(EXTRA_LDFLAGS)
 
+# V=1 shows whole compiler command lines
+V ?= 0
+ifeq ($(V),0)
+Q := @
+SAY = @printf '  %-7s %s\n'
+else
+Q :=
+SAY = @true
+endif
+
 SRCS      := $(wildcard dispatcher/*.c)
 LIB_SRCS  := $(filter-out dispatcher/main.c,$(SRCS))
 OBJS      := $(patsubst dispatcher/%.c,$(BUILD)/obj/%.o,$(SRCS))
@@ -42,15 +52,18 @@ deps:
 	@bash ops/scripts/deps.sh
 
 $(BUILD)/obj/%.o: dispatcher/%.c $(wildcard dispatcher/*.h) | $(BUILD)/obj
-	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
+	$(SAY) CC $<
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
 
 $(BUILD)/obj/telemetry.o: $(wildcard migrations/*.sql)
 
 $(BUILD)/outboxd: $(OBJS)
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+	$(SAY) LINK $@
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/unit/%: tests/unit/%.c $(LIB_OBJS) tests/unit/testutil.h | $(BUILD)/unit
-	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(LIB_OBJS) $(LDFLAGS) $(LDLIBS)
+	$(SAY) CC $<
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(LIB_OBJS) $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/obj $(BUILD)/unit:
 	mkdir -p $@
