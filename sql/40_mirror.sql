@@ -58,17 +58,20 @@ AS $fn$
       FROM s
       LEFT JOIN LATERAL (
           SELECT u.* FROM (
-              -- forward from the cursor along the id index; "IS TRUE" keeps the planner off
-              -- the txid index, which would sort every pending row before fresh statistics
+              -- forward from the cursor along the id index ("IS TRUE", and the txid index's
+              -- predicate, migration 0003, keep the planner off the txid index, which would
+              -- sort every pending row when statistics say few are pending)
               (SELECT ev.* FROM outbox.events ev
                 WHERE ev.state = 'pending' AND ev.id > p_after AND (ev.txid < s.x) IS TRUE
                 ORDER BY ev.id LIMIT p_limit)
               UNION ALL
-              -- rows behind the cursor that were invisible last time (index on txid)
+              -- rows behind the cursor that were invisible last time, by the txid index:
+              -- "IS TRUE" and "+ 0" keep the planner from walking the id index through every
+              -- record in flight, which it did when statistics said few rows were pending
               (SELECT ev.* FROM outbox.events ev
-                WHERE ev.state = 'pending' AND ev.id <= p_after
+                WHERE ev.state = 'pending' AND (ev.id <= p_after) IS TRUE
                   AND ev.txid >= p_guard AND ev.txid < s.x
-                ORDER BY ev.id LIMIT p_limit)) u
+                ORDER BY ev.id + 0 LIMIT p_limit)) u
            ORDER BY u.id
            LIMIT p_limit) e ON true
      ORDER BY e.id
@@ -82,16 +85,22 @@ CREATE OR REPLACE FUNCTION outbox.mirror_mark_published(p_ids bigint[], p_partit
                                                         p_offsets bigint[])
 RETURNS integer
 LANGUAGE plpgsql
+-- The join with the given ids is always a nested loop over them (see above).
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $fn$
 DECLARE
     n integer;
 BEGIN
     PERFORM outbox.mirror_check_leader('mirror_mark_published');
+    -- One primary-key probe per given id, whatever the statistics say (the SET options
+    -- above): a hash join read the whole table for a few hundred rows, and an index condition
+    -- on state walked every pending row. "IS TRUE" keeps the state test a filter.
     UPDATE outbox.events e
        SET state = 'published', published_at = now(), kafka_partition = u.p,
            kafka_offset = u.o, last_error = NULL
       FROM unnest(p_ids, p_partitions, p_offsets) AS u(id, p, o)
-     WHERE e.id = u.id AND e.state = 'pending';
+     WHERE e.id = u.id AND (e.state = 'pending') IS TRUE;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
@@ -104,6 +113,8 @@ COMMENT ON FUNCTION outbox.mirror_mark_published(bigint[], integer[], bigint[]) 
 CREATE OR REPLACE FUNCTION outbox.mirror_mark_failed(p_ids bigint[], p_errors text[])
 RETURNS integer
 LANGUAGE plpgsql
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $fn$
 DECLARE
     n integer;
@@ -112,7 +123,7 @@ BEGIN
     UPDATE outbox.events e
        SET state = 'failed', last_error = left(u.err, 2000)
       FROM unnest(p_ids, p_errors) AS u(id, err)
-     WHERE e.id = u.id AND e.state = 'pending';
+     WHERE e.id = u.id AND (e.state = 'pending') IS TRUE;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
