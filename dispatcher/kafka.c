@@ -969,7 +969,7 @@ static enum kafka_outcome produce_row(struct kafka_mirror *m, const struct pg_re
 static void read_done(void *arg, const struct pg_result *res, const char *err)
 {
 	struct kafka_mirror *m = arg;
-	int n, produced = 0, skipped = 0, fresh = 0, stop = 0;
+	int n, produced = 0, skipped = 0, fresh = 0, stop = 0, behind = 0;
 	int64_t old_cursor = m->cursor, max_id = m->cursor, first_unhandled = 0;
 	int limit;
 
@@ -985,6 +985,9 @@ static void read_done(void *arg, const struct pg_result *res, const char *err)
 		return; /* the tick reads again */
 	}
 	n = pg_ntuples(res);
+	for (int i = 0; i < n; i++)
+		if (!pg_isnull(res, i, 0) && atoll(pg_value(res, i, 0)) <= old_cursor)
+			behind++;
 	for (int i = 0; i < n && !stop; i++) {
 		int64_t id;
 		struct mkey *k;
@@ -1057,7 +1060,11 @@ static void read_done(void *arg, const struct pg_result *res, const char *err)
 	m->cursor = max_id;
 	if (first_unhandled && first_unhandled - 1 < m->cursor)
 		m->cursor = first_unhandled - 1;
-	if (n > 0 && !pg_isnull(res, 0, 9))
+	/* The guard moves on only when this read saw every row behind the cursor: rows behind
+	 * it come first in the result, and when they fill the whole read (a large transaction
+	 * that committed behind the cursor) the ones past the limit are still to be found with
+	 * the old guard. Moving it would leave them pending for good. */
+	if (n > 0 && !pg_isnull(res, 0, 9) && behind < limit)
 		snprintf(m->guard, sizeof m->guard, "%s", pg_value(res, 0, 9));
 	if (produced)
 		mirror_set_idle(m, 0);

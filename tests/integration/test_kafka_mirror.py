@@ -212,3 +212,35 @@ def test_lifecycle_events_setting_applied(kafka_broker, migrated_db, outboxd_fac
     types = [dict(m["headers"])["type"] for m in msgs]
     assert types == ["email.queued", "email.sent"]
     assert all(dict(m["headers"]).get("message_id") == mid for m in msgs)
+
+
+def test_a_large_transaction_committing_behind_the_cursor_is_published_whole(
+        kafka_broker, migrated_db, outboxd_factory, smtp_sink):  # noqa: F811
+    """T0 (older xid) writes rows on both sides of a long transaction T1's 1,200 rows and
+    commits first, so the reader's cursor passes T1's ids while they are invisible. When T1
+    commits, more of its rows lie behind the cursor than one read returns: every one of them
+    must still be published (the re-read behind the cursor must not give up on them)."""
+    db = migrated_db
+    prefix = _prefix()
+    d = outboxd_factory(smtp_sink.url, env=_env(kafka_broker, prefix, OUTBOXD_KAFKA_BATCH_SIZE="100"))
+    wait_for(lambda: "kafka mirror: leader" in d.log_text(), timeout=30, what="mirror leader")
+    insert = ("INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload) "
+              "VALUES ('big', %s, 'E', jsonb_build_object('seq', %s::int))")
+    t0 = psycopg2.connect(db.dsn)
+    t1 = psycopg2.connect(db.dsn)
+    try:
+        c0, c1 = t0.cursor(), t1.cursor()
+        c0.execute(insert, ("t0", 1))          # T0 takes the older xid
+        for i in range(1, 1201):               # T1: 1,200 rows, ids after T0's first
+            c1.execute(insert, (f"t1-{i % 7}", i))
+        c0.execute(insert, ("t0", 2))          # T0 again: an id after all of T1's
+        t0.commit()
+        # the mirror publishes T0's two rows while T1 is still open
+        wait_for(lambda: db.scalar("SELECT count(*) FROM outbox.events WHERE state = 'published'") == "2",
+                 timeout=30, what="T0 published")
+        t1.commit()
+    finally:
+        t0.close()
+        t1.close()
+    _wait_published(db, 1202, timeout=60)
+    assert d.stop(timeout=30) == 0
