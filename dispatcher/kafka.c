@@ -1100,6 +1100,13 @@ static void mirror_on_read(evutil_socket_t fd, short what, void *arg)
 	lim = m->cfg->kafka_batch_size;
 	if (lim > MIRROR_MAX_INFLIGHT - m->inflight)
 		lim = MIRROR_MAX_INFLIGHT - m->inflight;
+	if (m->pub->brokers_down) {
+		/* The breaker is open: events wait in PostgreSQL, and a single record probes the
+		 * cluster; its delivery report closes the breaker again. */
+		if (m->inflight > 0)
+			return;
+		lim = 1;
+	}
 	if (m->rewind) {
 		/* After a failed delivery, read from the start of the pending rows. */
 		m->cursor = 0;
