@@ -141,12 +141,7 @@ SET search_path = pg_catalog, outbox
 AS $fn$
 BEGIN
     PERFORM outbox.mirror_check_leader('mirror_set_lifecycle_events');
-    IF p_on IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-            MESSAGE = 'outbox.mirror_set_lifecycle_events: p_on is required';
-    END IF;
-    UPDATE outbox.settings s SET lifecycle_events = p_on WHERE s.lifecycle_events IS DISTINCT FROM p_on;
-    RETURN p_on;
+    RETURN outbox.set_lifecycle_events(p_on);
 END
 $fn$;
 COMMENT ON FUNCTION outbox.mirror_set_lifecycle_events(boolean) IS
