@@ -558,11 +558,15 @@ static int claim_allowed(struct dispatcher *d, int *limit)
 	return 0;
 }
 
+static void maybe_finish_drain(struct dispatcher *d);
+
 static void on_set_idle_done(void *arg, const struct pg_result *res, const char *err)
 {
-	(void)arg;
+	struct dispatcher *d = arg;
+
 	if (res == NULL || !pg_result_ok(res))
 		log_warn("dispatcher bookkeeping query failed", "serror", err ? err : pg_result_error(res), NULL);
+	maybe_finish_drain(d);
 }
 
 static void set_idle(struct dispatcher *d, int idle)
@@ -654,8 +658,6 @@ static void requeue_unflushed(struct dispatcher *d)
 		d->flushing_releases = NULL;
 	}
 }
-
-static void maybe_finish_drain(struct dispatcher *d);
 
 static void on_flush_done(void *arg, const struct pg_result *res, const char *err)
 {
@@ -937,6 +939,9 @@ static void maybe_finish_drain(struct dispatcher *d)
 			  (long long)(json_array_size(d->results) + json_array_size(d->releases)), NULL);
 		d->exit_code = 1;
 	}
+	/* let the last bookkeeping (the idle mark's removal) reach the database */
+	if (pg_ready(d->work) && pg_pending(d->work) > 0 && mono_ms() < d->drain_deadline_ms + 5000)
+		return;
 	stop_loop(d);
 }
 
@@ -961,6 +966,9 @@ static void start_drain(struct dispatcher *d, const char *why)
 		 (long long)d->njobs, NULL);
 	set_run_state(d, RUN_DRAINING);
 	d->drain_deadline_ms = mono_ms() + (uint64_t)d->cfg->drain_timeout_ms;
+	/* a stopped dispatcher is not idle: producers need not wake it any more */
+	if (d->idle_marked && pg_ready(d->work))
+		set_idle(d, 0);
 	smtp_cancel_queued(d->smtp);
 	if (d->kafka)
 		kafka_mirror_stop(d->kafka);

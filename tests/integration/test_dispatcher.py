@@ -33,6 +33,8 @@ def test_minimal_insert_is_delivered_with_its_message_id(migrated_db, smtp_sink,
     assert mail.subject == "Hi"
     assert mail.envelope_to == "a@example.com"
     assert d.stop() == 0
+    # a stopped dispatcher no longer counts as idle (producers stop notifying it)
+    assert migrated_db.scalar("SELECT count(*) FROM outbox.dispatcher_idle") == "0"
     # every log line is one JSON object
     lines = d.log_lines()
     assert any(line["msg"] == "outboxd starting" for line in lines)
