@@ -83,6 +83,8 @@ struct dispatcher {
 	int empty;         /* last claim found nothing: wait for a wake-up */
 	int idle_marked;   /* our row in outbox.dispatcher_idle exists */
 	int startup_done;  /* outbox.release_owner() ran on this database */
+	int startup_inflight;
+	uint64_t startup_retry_ms; /* when to send a failed start-up query again */
 
 	struct event *ev_claim;
 	struct event *ev_flush;
@@ -501,7 +503,8 @@ static void job_start(struct dispatcher *d, const struct pg_result *res, int row
 		goto out;
 	}
 	j->outstanding = j->nrc;
-	for (size_t i = 0; i < j->nrc; i++) {
+	/* n, not j->nrc: when every send fails, the last report finishes and frees j */
+	for (size_t i = 0, n = j->nrc; i < n; i++) {
 		if (smtp_send(d->smtp, j->mail_from, j->rc[i].addr, &j->msg, on_transfer_done, j, i) != 0) {
 			/* count it as not attempted right away */
 			struct smtp_result r = { .not_attempted = 1, .text = "cannot queue transfer" };
@@ -659,16 +662,32 @@ static void requeue_unflushed(struct dispatcher *d)
 	}
 }
 
+/* SQLSTATEs worth retrying as they are (PITFALLS §1.5). */
+static int sqlstate_transient(const char *st)
+{
+	static const char *const codes[] = { "40001", "40P01", "55P03", "57014", "53300", "57P01", "57P02",
+					     "57P03" };
+
+	if (strncmp(st, "08", 2) == 0)
+		return 1;
+	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+		if (strcmp(st, codes[i]) == 0)
+			return 1;
+	return 0;
+}
+
 static void on_flush_done(void *arg, const struct pg_result *res, const char *err)
 {
 	struct dispatcher *d = arg;
 
 	d->flushing--;
 	if (res == NULL || !pg_result_ok(res)) {
-		/* connection lost (res == NULL): keep the outcomes for the next connection. The
-		 * server refused them: retry a few times, then drop them rather than loop; their
-		 * leases expire and the rows are delivered again (at least once). */
-		if (res != NULL && ++d->flush_errors >= 3) {
+		/* Connection lost (res == NULL) or a passing server error (timeouts, lock waits,
+		 * deadlocks, serialisation, too many connections, shutdown): keep the outcomes and
+		 * write them again from the tick. A refusal for any other reason is retried a few
+		 * times, then dropped rather than looped on: those rows' leases expire and they
+		 * are delivered again (at least once). */
+		if (res != NULL && !sqlstate_transient(pg_result_sqlstate(res)) && ++d->flush_errors >= 3) {
 			log_error("dropping outcomes the database keeps refusing; their leases will expire",
 				  "serror", pg_result_error(res), "ssqlstate", pg_result_sqlstate(res), "icount",
 				  (long long)json_array_size(d->flushing_results), NULL);
@@ -683,8 +702,6 @@ static void on_flush_done(void *arg, const struct pg_result *res, const char *er
 			 "ssqlstate", pg_result_sqlstate(res), NULL);
 		if (d->flushing == 0)
 			requeue_unflushed(d);
-		if (res != NULL)
-			flush_kick(d);
 		return;
 	}
 	d->flush_errors = 0;
@@ -762,14 +779,26 @@ static void on_renew_timer(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 
-	if (d->jobs == NULL || !pg_ready(d->work))
+	if (!pg_ready(d->work))
 		return;
 	buf_init(&ids);
 	if (buf_putc(&ids, '{') != 0)
 		goto out;
 	for (struct job *j = d->jobs; j; j = j->next)
-		if (buf_printf(&ids, "%s%lld", j == d->jobs ? "" : ",", (long long)j->id) != 0)
+		if (buf_printf(&ids, "%s%lld", ids.len > 1 ? "," : "", (long long)j->id) != 0)
 			goto out;
+	/* finished rows whose outcome is not written yet keep their lease too */
+	{
+		json_t *lists[2] = { d->results, d->flushing_results }, *v;
+		size_t i;
+		for (int l = 0; l < 2; l++)
+			json_array_foreach(lists[l], i, v)
+				if (buf_printf(&ids, "%s%lld", ids.len > 1 ? "," : "",
+					       (long long)json_integer_value(json_object_get(v, "id"))) != 0)
+					goto out;
+	}
+	if (ids.len == 1)
+		goto out; /* nothing leased */
 	if (buf_putc(&ids, '}') != 0)
 		goto out;
 	snprintf(lease, sizeof(lease), "%lld", (long long)(d->cfg->lease_ms < 1000 ? 1 : d->cfg->lease_ms / 1000));
@@ -788,10 +817,13 @@ static void on_startup_done(void *arg, const struct pg_result *res, const char *
 {
 	struct dispatcher *d = arg;
 
+	d->startup_inflight = 0;
 	if (res == NULL || !pg_result_ok(res)) {
-		log_error("start-up release failed (are migrations applied?)", "serror",
+		/* not yet migrated, or a passing error: the tick tries again in a few seconds */
+		log_error("start-up query failed (are migrations applied?); retrying", "serror",
 			  err ? err : pg_result_error(res), NULL);
-		return; /* the next reconnect tries again */
+		d->startup_retry_ms = mono_ms() + 2000;
+		return;
 	}
 	if (!d->startup_done)
 		log_info("released rows left by a previous run", "irows",
@@ -805,29 +837,40 @@ static void on_startup_done(void *arg, const struct pg_result *res, const char *
 	claim_kick(d);
 }
 
-static void on_work_connect(struct pgconn *c, void *arg)
+/* Rows still leased to this owner id are left from a previous run of this instance (same
+ * host and pid after a container restart): put them back. After a reconnect the rows in
+ * flight are ours, so only the idle mark is cleared. */
+static void send_startup(struct dispatcher *d)
 {
-	struct dispatcher *d = arg;
 	const char *p[1] = { d->owner };
+	int rc;
 
-	telemetry_database_up(d->tm, 1);
-	/* Rows still leased to this owner id are left from a previous run of this instance
-	 * (same host and pid after a container restart): put them back. After a reconnect the
-	 * rows in flight are ours, so only clear the idle mark. */
+	if (d->startup_inflight || !pg_ready(d->work))
+		return;
 	if (!d->startup_done) {
 		/* Without a Kafka mirror nobody publishes lifecycle events: switch them off so
 		 * outbox.events does not grow (the mirror's leader switches them on). */
 		if (d->kafka == NULL &&
-		    pg_query(c, "SELECT outbox.set_lifecycle_events(false)", 0, NULL, 30000, on_set_idle_done, d) != 0)
+		    pg_query(d->work, "SELECT outbox.set_lifecycle_events(false)", 0, NULL, 30000, on_set_idle_done,
+			     d) != 0)
 			log_warn("start-up query not sent", NULL);
-		if (pg_query(c,
-			     "SELECT outbox.release_owner($1), outbox.set_idle($1, false)", 1, p,
-			     30000, on_startup_done, d) != 0)
-			log_warn("start-up query not sent", NULL);
+		rc = pg_query(d->work, "SELECT outbox.release_owner($1), outbox.set_idle($1, false)", 1, p, 30000,
+			      on_startup_done, d);
 	} else {
-		if (pg_query(c, "SELECT 0, outbox.set_idle($1, false)", 1, p, 30000, on_startup_done, d) != 0)
-			log_warn("reconnect query not sent", NULL);
+		rc = pg_query(d->work, "SELECT 0, outbox.set_idle($1, false)", 1, p, 30000, on_startup_done, d);
 	}
+	if (rc == 0)
+		d->startup_inflight = 1;
+}
+
+static void on_work_connect(struct pgconn *c, void *arg)
+{
+	struct dispatcher *d = arg;
+	(void)c;
+
+	telemetry_database_up(d->tm, 1);
+	d->startup_retry_ms = 0;
+	send_startup(d);
 }
 
 static void on_work_disconnect(struct pgconn *c, void *arg, const char *reason)
@@ -904,6 +947,13 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 
 	ticks++;
+	if (d->startup_retry_ms && mono_ms() >= d->startup_retry_ms && pg_ready(d->work)) {
+		d->startup_retry_ms = 0;
+		send_startup(d);
+	}
+	/* outcomes the database refused for a passing reason are written again each second */
+	if (json_array_size(d->results) || json_array_size(d->releases))
+		flush_kick(d);
 	/* a half-open TCP connection never turns readable: a query with a deadline finds it */
 	if (ticks % 10 == 0 && pg_ready(d->listen) && pg_pending(d->listen) == 0)
 		if (pg_query(d->listen, "SELECT 1", 0, NULL, 10000, on_heartbeat_done, d) != 0)
@@ -1191,13 +1241,14 @@ int dispatcher_main(int argc, char **argv)
 out:
 	pg_close(d->listen);
 	pg_close(d->work);
+	/* workers may still read a job's message: stop them before any job is freed */
+	smtp_free(d->smtp);
 	while (d->jobs) {
 		struct job *j = d->jobs;
 		job_unlink(d, j);
 		job_free(j);
 	}
 	kafka_mirror_free(d->kafka);
-	smtp_free(d->smtp);
 	telemetry_free(d->tm);
 	if (d->ev_claim) {
 		event_free(d->ev_claim);

@@ -158,10 +158,14 @@ static void timer_arm(struct pgconn *c, int64_t ms)
 	evtimer_add(c->ev_timer, &tv);
 }
 
-static void conn_schedule_reconnect(struct pgconn *c, const char *reason)
+static void conn_schedule_reconnect(struct pgconn *c, const char *why)
 {
 	int64_t delay;
+	char reason[256];
 
+	/* why may point into the PGconn (PQerrorMessage), which conn_drop frees */
+	snprintf(reason, sizeof(reason), "%s", why ? why : "");
+	reason[strcspn(reason, "\n")] = '\0';
 	conn_drop(c, reason);
 	if (c->backoff_ms == 0)
 		c->backoff_ms = 50;

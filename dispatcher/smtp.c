@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -68,6 +69,7 @@ struct smtp_sink {
 	long timeout_ms;
 
 	size_t inflight;  /* sent to smtp_send and not yet reported; loop only */
+	int aborting;     /* smtp_abort_all ran: nothing is sent again; loop only */
 	int cancel_pending; /* loop only */
 
 	/* shared with the workers, under mu */
@@ -304,7 +306,8 @@ static void finish(struct smtp_sink *s, struct xfer *x)
 	struct smtp_result r;
 
 	memset(&r, 0, sizeof(r));
-	if (atomic_load(&x->abort)) {
+	/* an abort that came after the transfer had ended changes nothing: use its real result */
+	if (atomic_load(&x->abort) && x->rc == CURLE_ABORTED_BY_CALLBACK) {
 		if (x->eof) {
 			/* the payload was handed over: the relay may have queued it */
 			r.outcome.verdict = SMTP_UNKNOWN;
@@ -321,7 +324,7 @@ static void finish(struct smtp_sink *s, struct xfer *x)
 	r.outcome = smtp_classify((int)x->rc, x->code,
 				  (x->connects == 0 ? SMTP_F_REUSED : 0) | (x->eof ? SMTP_F_DATA_SENT : 0));
 	r.duration_s = (double)(now_ms() - x->started_ms) / 1000.0;
-	if (r.outcome.verdict == SMTP_RETRY_NOW && !x->retried) {
+	if (r.outcome.verdict == SMTP_RETRY_NOW && !x->retried && !s->aborting) {
 		/* the relay silently closed a cached connection: resend at once, uncharged */
 		x->retried = 1;
 		x->off = 0;
@@ -532,6 +535,7 @@ void smtp_cancel_queued(struct smtp_sink *s)
 
 void smtp_abort_all(struct smtp_sink *s)
 {
+	s->aborting = 1;
 	/* running transfers notice within about a second (libcurl's progress callback) and
 	 * report through the pipe like any other */
 	pthread_mutex_lock(&s->mu);
@@ -563,7 +567,14 @@ void smtp_free(struct smtp_sink *s)
 	pthread_cond_broadcast(&s->cv);
 	pthread_mutex_unlock(&s->mu);
 	for (int i = 0; i < s->nworkers; i++) {
+		curl_socket_t fd = CURL_SOCKET_BAD;
+
 		pthread_join(s->workers[i].tid, NULL);
+		/* curl_easy_cleanup sends QUIT on the cached connection and waits for the reply:
+		 * a relay that never answers would hold the exit for minutes. Cut the connection. */
+		if (curl_easy_getinfo(s->workers[i].easy, CURLINFO_ACTIVESOCKET, &fd) == CURLE_OK &&
+		    fd != CURL_SOCKET_BAD)
+			shutdown(fd, SHUT_RDWR);
 		curl_easy_cleanup(s->workers[i].easy);
 	}
 	while (s->qhead) {
