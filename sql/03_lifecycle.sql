@@ -14,6 +14,18 @@ $fn$;
 COMMENT ON FUNCTION outbox.lifecycle_type(text) IS
     'Lifecycle event type for a message that just entered p_state (pending after an attempt = email.retry)';
 
+-- The payload of every lifecycle event: the message row after the change.
+CREATE OR REPLACE FUNCTION outbox.lifecycle_payload(p_id bigint, p_message_id text, p_state text,
+                                                    p_attempts integer, p_code integer, p_error text)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $fn$
+    SELECT jsonb_build_object('id', p_id, 'message_id', p_message_id, 'state', p_state,
+                              'attempts', p_attempts, 'code', p_code, 'error', p_error)
+$fn$;
+COMMENT ON FUNCTION outbox.lifecycle_payload(bigint, text, text, integer, integer, text) IS
+    'Payload of an email lifecycle event: {id, message_id, state, attempts, code, error}';
+
 -- Statement-level AFTER INSERT trigger on messages: one INSERT ... SELECT per statement
 -- from the transition table, so a bulk insert pays one extra statement, not one per row.
 -- SECURITY DEFINER because producers may not write outbox.events.message_id themselves.
@@ -26,8 +38,7 @@ AS $fn$
 BEGIN
     INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload, message_id)
     SELECT 'email', n.message_id, 'email.queued',
-           jsonb_build_object('id', n.id, 'message_id', n.message_id, 'state', n.state,
-                              'attempts', n.attempts, 'code', NULL, 'error', NULL),
+           outbox.lifecycle_payload(n.id, n.message_id, n.state, n.attempts, NULL, NULL),
            n.id
       FROM new_rows n
      WHERE (SELECT s.lifecycle_events FROM outbox.settings s);

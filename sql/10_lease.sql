@@ -67,9 +67,8 @@ BEGIN
     ), ev AS (
         INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload, message_id)
         SELECT 'email', moved.message_id, outbox.lifecycle_type(moved.state),
-               jsonb_build_object('id', moved.id, 'message_id', moved.message_id, 'state', moved.state,
-                                  'attempts', moved.attempts, 'code', moved.last_smtp_code,
-                                  'error', moved.last_error),
+               outbox.lifecycle_payload(moved.id, moved.message_id, moved.state, moved.attempts,
+                                        moved.last_smtp_code, moved.last_error),
                moved.id
           FROM moved
          WHERE (SELECT s.lifecycle_events FROM outbox.settings s)

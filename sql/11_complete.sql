@@ -104,8 +104,8 @@ BEGIN
     ), ev AS (
         INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload, message_id)
         SELECT 'email', u.message_id, outbox.lifecycle_type(u.state),
-               jsonb_build_object('id', u.id, 'message_id', u.message_id, 'state', u.state,
-                                  'attempts', u.attempts, 'code', u.last_smtp_code, 'error', u.last_error),
+               outbox.lifecycle_payload(u.id, u.message_id, u.state, u.attempts, u.last_smtp_code,
+                                        u.last_error),
                u.id
           FROM u
          WHERE (SELECT s.lifecycle_events FROM outbox.settings s)

@@ -21,8 +21,8 @@ BEGIN
     END IF;
     INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload, message_id)
     SELECT 'email', m.message_id, 'email.cancelled',
-           jsonb_build_object('id', m.id, 'message_id', m.message_id, 'state', m.state,
-                              'attempts', m.attempts, 'code', m.last_smtp_code, 'error', m.last_error),
+           outbox.lifecycle_payload(m.id, m.message_id, m.state, m.attempts, m.last_smtp_code,
+                                    m.last_error),
            m.id
      WHERE (SELECT s.lifecycle_events FROM outbox.settings s);
     RETURN true;
@@ -54,8 +54,8 @@ BEGIN
     END IF;
     INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload, message_id)
     SELECT 'email', m.message_id, 'email.requeued',
-           jsonb_build_object('id', m.id, 'message_id', m.message_id, 'state', m.state,
-                              'attempts', m.attempts, 'code', m.last_smtp_code, 'error', m.last_error),
+           outbox.lifecycle_payload(m.id, m.message_id, m.state, m.attempts, m.last_smtp_code,
+                                    m.last_error),
            m.id
      WHERE (SELECT s.lifecycle_events FROM outbox.settings s);
     -- A rare operator action: wake any listener without consulting dispatcher_idle.

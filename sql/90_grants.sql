@@ -40,7 +40,8 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA outbox FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     outbox.addr_spec_problem(text), outbox.mailbox_problem(text), outbox.mailbox_address(text),
     outbox.check_address_list(text, text[], text[]), outbox.check_headers(text, jsonb, text[]),
-    outbox.lifecycle_type(text), outbox.messages_before_write(), outbox.events_before_write(),
+    outbox.lifecycle_type(text), outbox.lifecycle_payload(bigint, text, text, integer, integer, text),
+    outbox.messages_before_write(), outbox.events_before_write(),
     outbox.wake_dispatcher()
     TO PUBLIC;
 GRANT EXECUTE ON FUNCTION
