@@ -24,14 +24,21 @@ static void breaker_set_state(struct breaker *b, enum breaker_state to, uint64_t
 		b->on_change(b->on_change_arg, from, to);
 }
 
+void breaker_set_limits(struct breaker *b, unsigned threshold, uint64_t open_ms, uint64_t max_open_ms)
+{
+	b->threshold = threshold;
+	b->base_open_ms = open_ms;
+	b->max_open_ms = max_open_ms < open_ms ? open_ms : max_open_ms;
+	if (b->open_ms > b->max_open_ms)
+		b->open_ms = b->max_open_ms;
+}
+
 void breaker_init(struct breaker *b, unsigned threshold, uint64_t open_ms, uint64_t max_open_ms)
 {
 	b->state = BREAKER_CLOSED;
-	b->threshold = threshold;
 	b->failures = 0;
-	b->base_open_ms = open_ms;
 	b->open_ms = open_ms;
-	b->max_open_ms = max_open_ms < open_ms ? open_ms : max_open_ms;
+	breaker_set_limits(b, threshold, open_ms, max_open_ms);
 	b->opened_at_ms = 0;
 	b->probe_in_flight = 0;
 	b->opens = 0;

@@ -33,6 +33,11 @@ struct breaker {
  * it up to max_open_ms (max_open_ms < open_ms means no growth). */
 void breaker_init(struct breaker *b, unsigned threshold, uint64_t open_ms, uint64_t max_open_ms);
 
+/* Changes the limits (threshold, first and largest open period) and keeps the state, so a
+ * configuration reload does not close an open breaker. The new limits apply from the next
+ * failure or transition. */
+void breaker_set_limits(struct breaker *b, unsigned threshold, uint64_t open_ms, uint64_t max_open_ms);
+
 /* Registers fn (may be NULL) to be called on every state change, after the change. */
 void breaker_set_on_change(struct breaker *b, breaker_change_fn fn, void *arg);
 

@@ -1065,12 +1065,10 @@ static void reload_config(struct dispatcher *d)
 	d->cfg->status_max_failed_last_hour = nc.status_max_failed_last_hour;
 	d->cfg->status_max_mirror_lag_ms = nc.status_max_mirror_lag_ms;
 	smtp_set_rate(d->smtp, nc.smtp_rate_limit);
-	/* the breaker keeps its state; new limits apply from its next transition */
 	d->cfg->smtp_breaker_threshold = nc.smtp_breaker_threshold;
 	d->cfg->smtp_breaker_open_ms = nc.smtp_breaker_open_ms;
-	d->breaker.threshold = (unsigned)nc.smtp_breaker_threshold;
-	d->breaker.base_open_ms = (uint64_t)nc.smtp_breaker_open_ms;
-	d->breaker.max_open_ms = (uint64_t)nc.smtp_breaker_open_ms * 8;
+	breaker_set_limits(&d->breaker, (unsigned)nc.smtp_breaker_threshold, (uint64_t)nc.smtp_breaker_open_ms,
+			   (uint64_t)nc.smtp_breaker_open_ms * 8);
 	{
 		struct timeval tv = tv_ms(nc.poll_interval_ms);
 		evtimer_add(d->ev_poll, &tv);

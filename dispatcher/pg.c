@@ -10,6 +10,8 @@
 
 #include "log.h"
 
+enum pg_state { PG_DISCONNECTED, PG_CONNECTING, PG_READY, PG_CLOSED };
+
 /* struct pg_result is never defined: a pointer to it is a PGresult in disguise, so that
  * callers never include libpq-fe.h. */
 #define RES(r) ((PGresult *)(r))
@@ -52,7 +54,7 @@ static void conn_schedule_reconnect(struct pgconn *c, const char *reason);
 static void conn_start(struct pgconn *c);
 static void conn_send_next(struct pgconn *c);
 
-const char *pg_state_name(enum pg_state s)
+static const char *pg_state_name(enum pg_state s)
 {
 	static const char *const names[] = { "disconnected", "connecting", "ready", "closed" };
 	return (unsigned)s <= PG_CLOSED ? names[s] : "unknown";
@@ -436,11 +438,6 @@ void pg_close(struct pgconn *c)
 	free(c);
 }
 
-enum pg_state pg_state(const struct pgconn *c)
-{
-	return c->state;
-}
-
 int pg_ready(const struct pgconn *c)
 {
 	return c != NULL && c->state == PG_READY;
@@ -511,11 +508,6 @@ const char *pg_result_sqlstate(const struct pg_result *r)
 int pg_ntuples(const struct pg_result *r)
 {
 	return r ? PQntuples(RES(r)) : 0;
-}
-
-int pg_nfields(const struct pg_result *r)
-{
-	return r ? PQnfields(RES(r)) : 0;
 }
 
 int pg_isnull(const struct pg_result *r, int row, int col)

@@ -11,8 +11,6 @@ struct event_base;
 struct pgconn;
 struct pg_result;
 
-enum pg_state { PG_DISCONNECTED, PG_CONNECTING, PG_READY, PG_CLOSED };
-
 struct pg_callbacks {
 	/* Connected (or reconnected): restore session state here (LISTEN, locks), then catch up. */
 	void (*on_connect)(struct pgconn *c, void *arg);
@@ -36,8 +34,6 @@ struct pgconn *pg_new(struct event_base *base, const char *name, const char *con
 /* Closes the connection, failing queued queries, and frees it. */
 void pg_close(struct pgconn *c);
 
-enum pg_state pg_state(const struct pgconn *c);
-const char *pg_state_name(enum pg_state s);
 int pg_ready(const struct pgconn *c);
 /* Number of queries queued or running. */
 int pg_pending(const struct pgconn *c);
@@ -55,7 +51,6 @@ int pg_result_ok(const struct pg_result *r);            /* command or tuples OK 
 const char *pg_result_error(const struct pg_result *r); /* message, "" when ok */
 const char *pg_result_sqlstate(const struct pg_result *r);
 int pg_ntuples(const struct pg_result *r);
-int pg_nfields(const struct pg_result *r);
 int pg_isnull(const struct pg_result *r, int row, int col);
 const char *pg_value(const struct pg_result *r, int row, int col); /* "" when NULL */
 

@@ -50,7 +50,6 @@ struct worker {
 	struct smtp_sink *s;
 	CURL *easy;
 	struct xfer *slot; /* the transfer it performs, NULL while idle (under s->mu) */
-	int started;
 };
 
 struct smtp_sink {
@@ -68,7 +67,6 @@ struct smtp_sink {
 	long connect_timeout_ms;
 	long timeout_ms;
 
-	size_t inflight;  /* sent to smtp_send and not yet reported; loop only */
 	int aborting;     /* smtp_abort_all ran: nothing is sent again; loop only */
 	int cancel_pending; /* loop only */
 
@@ -280,7 +278,6 @@ static void *worker_main(void *arg)
 
 static void complete(struct xfer *x, const struct smtp_result *r)
 {
-	x->s->inflight--;
 	x->done(x->arg, x->index, r);
 	xfer_free(x);
 }
@@ -485,7 +482,6 @@ struct smtp_sink *smtp_new(struct event_base *base, const struct config *cfg, ch
 			smtp_free(s);
 			return NULL;
 		}
-		w->started = 1;
 		s->nworkers++;
 	}
 	return s;
@@ -510,7 +506,6 @@ int smtp_send(struct smtp_sink *s, const char *mail_from, const char *rcpt, cons
 		xfer_free(x);
 		return -1;
 	}
-	s->inflight++;
 	pthread_mutex_lock(&s->mu);
 	if (s->qtail)
 		s->qtail->next = x;
@@ -520,11 +515,6 @@ int smtp_send(struct smtp_sink *s, const char *mail_from, const char *rcpt, cons
 	pthread_cond_signal(&s->cv);
 	pthread_mutex_unlock(&s->mu);
 	return 0;
-}
-
-size_t smtp_in_flight(const struct smtp_sink *s)
-{
-	return s->inflight;
 }
 
 void smtp_cancel_queued(struct smtp_sink *s)

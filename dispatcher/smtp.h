@@ -37,9 +37,6 @@ struct smtp_sink *smtp_new(struct event_base *base, const struct config *cfg, ch
 int smtp_send(struct smtp_sink *s, const char *mail_from, const char *rcpt, const struct buf *msg,
 	      smtp_done_fn done, void *arg, size_t index) __attribute__((warn_unused_result));
 
-/* Transfers queued or running. */
-size_t smtp_in_flight(const struct smtp_sink *s);
-
 /* Completes every transfer not yet started with not_attempted = 1 (used when the relay's
  * breaker opens and at shutdown). */
 void smtp_cancel_queued(struct smtp_sink *s);

@@ -139,6 +139,34 @@ static void test_huge_times(void)
 	CHECK(breaker_next_probe_ms(&b, 0) == UINT64_MAX, "wrap");
 }
 
+/* A configuration reload changes the limits but neither closes an open breaker nor
+ * forgets the failures counted so far. */
+static void test_set_limits_keeps_state(void)
+{
+	struct breaker b;
+
+	breaker_init(&b, 3, 1000, 8000);
+	breaker_failure(&b, 0);
+	breaker_failure(&b, 0);
+	breaker_failure(&b, 0);
+	CHECK_INT(breaker_state(&b), BREAKER_OPEN);
+	breaker_set_limits(&b, 2, 500, 4000);
+	CHECK_INT(breaker_state(&b), BREAKER_OPEN);
+	CHECK_INT(b.base_open_ms, 500);
+
+	breaker_init(&b, 5, 1000, 8000);
+	breaker_failure(&b, 0);
+	breaker_set_limits(&b, 2, 1000, 8000);
+	CHECK_INT(breaker_state(&b), BREAKER_CLOSED);
+	breaker_failure(&b, 0);
+	CHECK_INT(breaker_state(&b), BREAKER_OPEN); /* second failure meets the new threshold */
+	/* a max below the current period pulls it down; a max below the base is raised to it */
+	breaker_set_limits(&b, 2, 1000, 10);
+	CHECK_INT(b.max_open_ms, 1000);
+	CHECK(b.open_ms <= b.max_open_ms, "open_ms %llu above max %llu", (unsigned long long)b.open_ms,
+	      (unsigned long long)b.max_open_ms);
+}
+
 static void test_names(void)
 {
 	CHECK_STR(breaker_state_name(BREAKER_CLOSED), "closed");
@@ -152,6 +180,7 @@ int main(void)
 	test_walk();
 	test_threshold_zero_and_one();
 	test_huge_times();
+	test_set_limits_keeps_state();
 	test_names();
 	return test_summary("breaker");
 }
