@@ -83,6 +83,8 @@ class Outboxd:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+        if os.environ.get("OUTBOXD_KEEP_LOGS"):
+            return  # for a post-mortem of a failed run
         try:
             os.unlink(self.log_path)
         except OSError:

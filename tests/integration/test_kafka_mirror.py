@@ -197,6 +197,9 @@ def test_lifecycle_events_setting_applied(kafka_broker, migrated_db, outboxd_fac
     wait_for(lambda: db.scalar("SELECT lifecycle_events FROM outbox.settings") == "f", timeout=20,
              what="lifecycle_events off")
     db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) VALUES (ARRAY['a@example.com'], 'x', 'y')")
+    # delivered while the switch is off: neither email.queued nor email.sent is written (stopping
+    # before delivery would leave it for the next dispatcher, with the switch on again)
+    wait_for(lambda: db.scalar("SELECT state FROM outbox.messages") == "sent", timeout=20, what="first sent")
     assert d.stop(timeout=30) == 0
     assert db.scalar("SELECT count(*) FROM outbox.events") == "0"
     # On again: the email lifecycle events carry the message id header.
@@ -205,8 +208,14 @@ def test_lifecycle_events_setting_applied(kafka_broker, migrated_db, outboxd_fac
              what="lifecycle_events on")
     mid = db.scalar("INSERT INTO outbox.messages (recipients, subject, body_text) "
                     "VALUES (ARRAY['b@example.com'], 'x', 'y') RETURNING id")
-    wait_for(lambda: db.scalar("SELECT count(*) FROM outbox.events WHERE type = 'email.sent' AND state = 'published'") == "1",
-             timeout=30, what="email.sent published")
+    try:
+        wait_for(lambda: db.scalar("SELECT count(*) FROM outbox.events "
+                                   "WHERE type = 'email.sent' AND state = 'published'") == "1",
+                 timeout=30, what="email.sent published")
+    except AssertionError as e:  # say what the mirror saw
+        rows = db.sql("SELECT id, type, state, coalesce(last_error, '') FROM outbox.events ORDER BY id")
+        msg = db.sql("SELECT state, attempts, coalesce(last_error, '') FROM outbox.messages")
+        raise AssertionError(f"{e}\nevents:\n{rows}\nmessages: {msg}\nlog tail:\n{d.log_text()[-3000:]}") from None
     assert d.stop(timeout=30) == 0
     msgs = kafka_broker.consume(prefix + "email", timeout=30)
     types = [dict(m["headers"])["type"] for m in msgs]
