@@ -23,6 +23,7 @@ struct config {
 	int max_in_flight;             /* dispatcher.max_in_flight */
 	int64_t lease_ms;              /* dispatcher.lease */
 	int64_t poll_interval_ms;      /* dispatcher.poll_interval */
+	int64_t outcome_delay_ms;      /* dispatcher.outcome_delay */
 	int64_t drain_timeout_ms;      /* dispatcher.drain_timeout */
 	int64_t retry_base_ms;         /* dispatcher.retry_base */
 	int64_t retry_cap_ms;          /* dispatcher.retry_cap */

@@ -122,9 +122,24 @@ static void claim_kick(struct dispatcher *d)
 	event_active(d->ev_claim, 0, 0);
 }
 
+/* Outcomes are written in groups, like a group commit: at once when a group is full, when
+ * nothing else is in flight or while stopping; otherwise after at most outcome_delay, so
+ * that one statement carries the outcomes of many sends. The write costs the database
+ * about as much for one outcome as for fifty. */
 static void flush_kick(struct dispatcher *d)
 {
-	event_active(d->ev_flush, 0, 0);
+	size_t waiting = json_array_size(d->results) + json_array_size(d->releases);
+	size_t group = (size_t)(d->cfg->batch_size < d->cfg->max_in_flight ? d->cfg->batch_size
+									     : d->cfg->max_in_flight) / 2;
+
+	if (d->state != RUN_RUNNING || d->njobs == 0 || d->cfg->outcome_delay_ms <= 0 || waiting >= group) {
+		event_active(d->ev_flush, 0, 0);
+		return;
+	}
+	if (!event_pending(d->ev_flush, EV_TIMEOUT, NULL)) {
+		struct timeval tv = tv_ms(d->cfg->outcome_delay_ms);
+		event_add(d->ev_flush, &tv);
+	}
 }
 
 static const char *run_state_name(enum run_state s)
@@ -1060,6 +1075,7 @@ static void reload_config(struct dispatcher *d)
 	}
 	d->cfg->batch_size = nc.batch_size;
 	d->cfg->poll_interval_ms = nc.poll_interval_ms;
+	d->cfg->outcome_delay_ms = nc.outcome_delay_ms;
 	d->cfg->smtp_rate_limit = nc.smtp_rate_limit;
 	d->cfg->status_max_oldest_pending_ms = nc.status_max_oldest_pending_ms;
 	d->cfg->status_max_failed_last_hour = nc.status_max_failed_last_hour;

@@ -522,6 +522,7 @@ static void test_reloadable(void)
 {
 	CHECK_INT(config_key_reloadable("log.level"), 1);
 	CHECK_INT(config_key_reloadable("smtp.rate_limit"), 1);
+	CHECK_INT(config_key_reloadable("dispatcher.outcome_delay"), 1);
 	CHECK_INT(config_key_reloadable("smtp.breaker.failures"), 1);
 	CHECK_INT(config_key_reloadable("status.max_mirror_lag"), 1);
 	CHECK_INT(config_key_reloadable("dispatcher.batch_size"), 1);
