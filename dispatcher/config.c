@@ -105,7 +105,7 @@ static const struct config_key keys[] = {
 	{ "dispatcher.poll_interval", KT_DURATION, F_I64(poll_interval_ms), "1s", MS(10), HOUR(1),
 	  NULL, NULL, 0, KF_RELOAD, "safety-net poll when no notification arrives" },
 	{ "dispatcher.outcome_delay", KT_DURATION, F_I64(outcome_delay_ms), "10ms", 0, SEC(1), NULL,
-	  NULL, 0, KF_RELOAD, "longest an outcome waits to be written with others while sends are in flight; 0 = at once" },
+	  NULL, 0, KF_RELOAD, "with half a batch or more in flight, longest an outcome waits to be written with others; 0 = at once" },
 	{ "dispatcher.drain_timeout", KT_DURATION, F_I64(drain_timeout_ms), "20s", 0, MIN(10), NULL,
 	  NULL, 0, 0, "on SIGTERM, wait this long for in-flight work before releasing it" },
 	{ "dispatcher.retry_base", KT_DURATION, F_I64(retry_base_ms), "5s", MS(10), HOUR(1), NULL,

@@ -122,17 +122,18 @@ static void claim_kick(struct dispatcher *d)
 	event_active(d->ev_claim, 0, 0);
 }
 
-/* Outcomes are written in groups, like a group commit: at once when a group is full, when
- * nothing else is in flight or while stopping; otherwise after at most outcome_delay, so
- * that one statement carries the outcomes of many sends. The write costs the database
- * about as much for one outcome as for fifty. */
+/* Under a backlog, outcomes are written in groups, like a group commit: a write waits at
+ * most outcome_delay for half a batch of outcomes, so that one statement carries many (it
+ * costs the database about as much for one outcome as for fifty). With fewer sends in
+ * flight than that, more outcomes are not coming soon: write at once, and while stopping. */
 static void flush_kick(struct dispatcher *d)
 {
 	size_t waiting = json_array_size(d->results) + json_array_size(d->releases);
 	size_t group = (size_t)(d->cfg->batch_size < d->cfg->max_in_flight ? d->cfg->batch_size
 									     : d->cfg->max_in_flight) / 2;
 
-	if (d->state != RUN_RUNNING || d->njobs == 0 || d->cfg->outcome_delay_ms <= 0 || waiting >= group) {
+	if (d->state != RUN_RUNNING || d->cfg->outcome_delay_ms <= 0 || waiting >= group ||
+	    (size_t)d->njobs < group) {
 		event_active(d->ev_flush, 0, 0);
 		return;
 	}

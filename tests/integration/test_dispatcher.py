@@ -316,31 +316,44 @@ def test_leases_of_slow_sends_are_renewed_so_no_one_takes_them_over(migrated_db,
 
 @pytest.mark.parametrize("delay", ["1s", "0"])
 def test_outcomes_are_written_in_groups_within_outcome_delay(migrated_db, fault_smtpd, outboxd_factory, delay):
-    # a slow message keeps a send in flight while two fast ones are accepted: their outcomes
-    # wait for company up to dispatcher.outcome_delay, then go out together in one statement
+    # batch size 6: outcomes are grouped by three while at least three sends are in flight.
+    # Three slow sends stay in flight while two fast ones are accepted: the fast outcomes
+    # wait up to dispatcher.outcome_delay for company, then go out together in one statement.
     migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
-                    "VALUES (ARRAY['delay6000+slow@example.com'], 'slow', 'x')")
+                    "SELECT ARRAY['delay6000+slow' || i || '@example.com'], 'slow', 'x' FROM generate_series(1, 3) i")
     migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
                     "VALUES (ARRAY['ok+f1@example.com'], 'fast1', 'x'), (ARRAY['ok+f2@example.com'], 'fast2', 'x')")
-    outboxd_factory(fault_smtpd.url, env={"OUTBOXD_SMTP_POOL_SIZE": "2",
+    outboxd_factory(fault_smtpd.url, env={"OUTBOXD_SMTP_POOL_SIZE": "4", "OUTBOXD_DISPATCHER_BATCH_SIZE": "6",
                                           "OUTBOXD_DISPATCHER_OUTCOME_DELAY": delay})
-    fault_smtpd.wait_for(2, timeout=20)  # both fast ones accepted; the slow one is still waiting
+    fault_smtpd.wait_for(2, timeout=20)  # both fast ones accepted; the slow ones are still waiting
     accepted = time.monotonic()
+    fast = (4, 5)
     if delay == "0":
-        # written at once
-        wait_for(lambda: row(migrated_db, 2)["state"] == row(migrated_db, 3)["state"] == "sent",
+        wait_for(lambda: [row(migrated_db, i)["state"] for i in fast] == ["sent", "sent"],
                  timeout=0.8, what="fast outcomes written at once")
     else:
         time.sleep(0.3)
-        assert [row(migrated_db, i)["state"] for i in (2, 3)] == ["sending", "sending"]
-        wait_for(lambda: row(migrated_db, 2)["state"] == row(migrated_db, 3)["state"] == "sent",
+        assert [row(migrated_db, i)["state"] for i in fast] == ["sending", "sending"]
+        wait_for(lambda: [row(migrated_db, i)["state"] for i in fast] == ["sent", "sent"],
                  timeout=3, what="fast outcomes written after the delay")
         assert time.monotonic() - accepted >= 0.9
         # one statement, one transaction: the same now()
-        assert migrated_db.scalar("SELECT count(DISTINCT sent_at) FROM outbox.messages WHERE id IN (2, 3)") == "1"
-    # the slow send was still in flight all along: the write did not wait for it
+        assert migrated_db.scalar("SELECT count(DISTINCT sent_at) FROM outbox.messages WHERE id IN (4, 5)") == "1"
+    # the slow sends were still in flight all along: the write did not wait for them
+    assert [row(migrated_db, i)["state"] for i in (1, 2, 3)] == ["sending"] * 3
+    wait_states(migrated_db, {"sent": 5}, timeout=20)
+
+
+def test_a_lone_outcome_is_written_at_once_whatever_the_delay(migrated_db, fault_smtpd, outboxd_factory):
+    # one slow send in flight is no backlog: the fast outcome beside it does not wait
+    migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
+                    "VALUES (ARRAY['delay6000+slow@example.com'], 'slow', 'x')")
+    migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
+                    "VALUES (ARRAY['ok+f1@example.com'], 'fast1', 'x')")
+    outboxd_factory(fault_smtpd.url, env={"OUTBOXD_SMTP_POOL_SIZE": "2", "OUTBOXD_DISPATCHER_OUTCOME_DELAY": "1s"})
+    fault_smtpd.wait_for(1, timeout=20)
+    wait_for(lambda: row(migrated_db, 2)["state"] == "sent", timeout=0.8, what="fast outcome written at once")
     assert row(migrated_db, 1)["state"] == "sending"
-    wait_states(migrated_db, {"sent": 3}, timeout=20)
 
 
 def test_rows_locked_elsewhere_do_not_make_a_tight_claim_loop(migrated_db, smtp_sink, outboxd_factory):
