@@ -139,5 +139,10 @@ def outboxd_factory(migrated_db):
         return d.start()
 
     yield make
+    reports = []
     for d in made:
-        d.cleanup()
+        report = os.path.exists(d.log_path) and d.sanitizer_report()
+        if report:
+            reports.append(f"{d.log_path}: {report}")
+        d.cleanup(keep_log=bool(report))  # a log with a report stays for reading
+    assert not reports, "sanitizer report in a dispatcher's log:\n" + "\n".join(reports)

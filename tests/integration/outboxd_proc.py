@@ -2,6 +2,7 @@
 JSON log capture, signals, and helpers that produce rows and wait for outcomes."""
 import json
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -11,6 +12,9 @@ import time
 import psycopg2
 
 from conftest import OUTBOXD
+
+
+SANITIZER_MARKS = re.compile(r"ERROR: (Address|Leak)Sanitizer|runtime error: ")
 
 
 class Outboxd:
@@ -79,11 +83,19 @@ class Outboxd:
         """Every line of stderr parsed as JSON (raises on a line that is not)."""
         return [json.loads(line) for line in self.log_text().splitlines() if line.strip()]
 
-    def cleanup(self):
+    def sanitizer_report(self):
+        """The first line of an AddressSanitizer, LeakSanitizer or UBSan report in the log
+        (a binary from `make asan`, through OUTBOXD_BIN), or None."""
+        for line in self.log_text().splitlines():
+            if SANITIZER_MARKS.search(line):
+                return line
+        return None
+
+    def cleanup(self, keep_log=False):
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
-        if os.environ.get("OUTBOXD_KEEP_LOGS"):
+        if keep_log or os.environ.get("OUTBOXD_KEEP_LOGS"):
             return  # for a post-mortem of a failed run
         try:
             os.unlink(self.log_path)
