@@ -17,6 +17,22 @@ static const char b64d[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 
 /* ---- checks ---------------------------------------------------------------------- */
 
+/* Length of the ASCII prefix of s[0..len), eight bytes at a time where it can. */
+static size_t ascii_prefix(const unsigned char *s, size_t len)
+{
+	size_t i = 0;
+
+	for (; i + 8 <= len; i += 8) {
+		uint64_t w;
+		memcpy(&w, s + i, 8);
+		if (w & UINT64_C(0x8080808080808080))
+			break;
+	}
+	while (i < len && s[i] < 0x80)
+		i++;
+	return i;
+}
+
 int mime_utf8_valid(const char *str, size_t len)
 {
 	const unsigned char *s = (const unsigned char *)str;
@@ -28,7 +44,7 @@ int mime_utf8_valid(const char *str, size_t len)
 		uint32_t cp;
 
 		if (c < 0x80) {
-			i++;
+			i += ascii_prefix(s + i, len - i);
 			continue;
 		}
 		if (c >= 0xC2 && c <= 0xDF) {
@@ -485,13 +501,14 @@ static int hw_address_list(struct hw *h, const char *field, const char *label,
 /* LF, CRLF and lone CR all become CRLF; a non-empty body always ends with CRLF. */
 static int body_normalise(const char *s, struct buf *d)
 {
-	size_t i, n = strlen(s), st = 0;
+	size_t n = strlen(s), st = 0;
 
 	if (buf_reserve(d, n + n / 16 + 2) < 0)
 		return -1;
-	for (i = 0; i < n; i++) {
-		if (s[i] != '\r' && s[i] != '\n')
-			continue;
+	while (st < n) {
+		size_t i = st + strcspn(s + st, "\r\n");
+		if (i == n)
+			break;
 		if (buf_append(d, s + st, i - st) < 0 || buf_append(d, "\r\n", 2) < 0)
 			return -1;
 		if (s[i] == '\r' && s[i + 1] == '\n')
@@ -586,31 +603,44 @@ static int b64_encode(const char *str, size_t n, struct buf *o)
 }
 
 /* Normalises and encodes one body; *cte receives the transfer encoding name. */
+/* Longest line of CRLF-normalised text, in bytes, line ends not counted. */
+static size_t longest_line(const char *s, size_t len)
+{
+	const char *p, *end, *cr;
+	size_t longest = 0;
+
+	if (len == 0)
+		return 0;
+	p = s;
+	end = s + len;
+	while (p < end && (cr = memchr(p, '\r', (size_t)(end - p))) != NULL) {
+		if ((size_t)(cr - p) > longest)
+			longest = (size_t)(cr - p);
+		p = cr + 1;
+		if (p < end && *p == '\n')
+			p++;
+	}
+	if (p < end && (size_t)(end - p) > longest)
+		longest = (size_t)(end - p);
+	return longest;
+}
+
 static int body_prepare(const char *what, const char *src, struct buf *enc, const char **cte,
 			char *err, size_t errlen)
 {
 	struct buf norm;
-	size_t i, line = 0, longest = 0;
-	int ascii = 1, rc = -1;
+	int ascii, rc = -1;
 
 	buf_init(&norm);
 	if (body_normalise(src, &norm) < 0)
 		goto oom;
-	if (!mime_utf8_valid(norm.data ? norm.data : "", norm.len)) {
+	/* ASCII is valid UTF-8: only other text needs the full check */
+	ascii = ascii_prefix((const unsigned char *)norm.data, norm.len) == norm.len;
+	if (!ascii && !mime_utf8_valid(norm.data, norm.len)) {
 		snprintf(err, errlen, "%s: invalid UTF-8", what);
 		goto out;
 	}
-	for (i = 0; i < norm.len; i++) {
-		if ((unsigned char)norm.data[i] >= 0x80)
-			ascii = 0;
-		if (norm.data[i] == '\r') {
-			line = 0;
-			i++; /* normalised: always followed by LF */
-		} else if (++line > longest) {
-			longest = line;
-		}
-	}
-	if (ascii && longest <= MIME_LINE_MAX) {
+	if (ascii && longest_line(norm.data, norm.len) <= MIME_LINE_MAX) {
 		*cte = "7bit";
 		*enc = norm;
 		return 0;

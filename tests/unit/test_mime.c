@@ -466,6 +466,69 @@ static void test_refusals(void)
 	expect_error("html utf8", &m, "body_html: invalid UTF-8");
 }
 
+/* The ASCII fast paths read eight bytes at a time: a non-ASCII byte must be seen at every
+ * offset, in the word loop and in the tail, and a line's length counted across words. */
+static void test_ascii_scan_offsets(void)
+{
+	char s[40], body[200];
+	struct mime_msg m;
+	const char *one[] = { "a@example.com" };
+
+	for (size_t len = 1; len <= 24; len++) {
+		for (size_t pos = 0; pos < len; pos++) {
+			memset(s, 'a', len);
+			s[len] = '\0';
+			s[pos] = (char)0xFF;
+			CHECK(!mime_utf8_valid(s, len), "0xFF at %zu of %zu taken as valid", pos, len);
+			if (pos + 1 < len) {
+				s[pos] = (char)0xC3; /* é */
+				s[pos + 1] = (char)0xA9;
+				CHECK(mime_utf8_valid(s, len), "é at %zu of %zu refused", pos, len);
+				s[pos + 1] = 'a'; /* truncated sequence */
+				CHECK(!mime_utf8_valid(s, len), "lone 0xC3 at %zu of %zu taken as valid", pos, len);
+			}
+		}
+		memset(s, 'a', len);
+		CHECK(mime_utf8_valid(s, len), "ASCII of %zu refused", len);
+	}
+	/* a body that is ASCII except one byte stays 7bit only without that byte */
+	for (size_t pos = 0; pos < 20; pos++) {
+		struct buf out;
+		char err[256];
+
+		memset(body, 'b', 20);
+		body[20] = '\0';
+		body[pos] = (char)0xFF;
+		msg_base(&m, one, 1);
+		m.body_text = body;
+		expect_error("body 0xFF", &m, "body_text: invalid UTF-8");
+		body[pos] = 'b';
+		buf_init(&out);
+		CHECK_INT(mime_build(&m, &out, err, sizeof(err)), 0);
+		CHECK(out.data && strstr(out.data, "Content-Transfer-Encoding: 7bit"), "ASCII body %zu not 7bit", pos);
+		buf_free(&out);
+	}
+	/* the longest line decides: 998 bytes stay 7bit, 999 do not, wherever the line sits */
+	for (int longer = 0; longer <= 1; longer++) {
+		struct buf text, out;
+		char err[256];
+
+		buf_init(&text);
+		buf_init(&out);
+		CHECK_INT(buf_puts(&text, "short\nlines\n"), 0);
+		for (int i = 0; i < MIME_LINE_MAX + longer; i++)
+			CHECK_INT(buf_append(&text, "x", 1), 0);
+		CHECK_INT(buf_puts(&text, "\nend\n"), 0);
+		msg_base(&m, one, 1);
+		m.body_text = text.data;
+		CHECK_INT(mime_build(&m, &out, err, sizeof(err)), 0);
+		CHECK(out.data && (strstr(out.data, "Content-Transfer-Encoding: 7bit") != NULL) == !longer,
+		      "line of %d bytes: wrong encoding", MIME_LINE_MAX + longer);
+		buf_free(&text);
+		buf_free(&out);
+	}
+}
+
 /* ---- property run ------------------------------------------------------------------- */
 
 static uint64_t rng = 0x5EEDULL;
@@ -897,6 +960,7 @@ int main(int argc, char **argv)
 	test_fixtures();
 	test_fixture_properties();
 	test_refusals();
+	test_ascii_scan_offsets();
 	test_words();
 	test_property();
 	test_garbage();
