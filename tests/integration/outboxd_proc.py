@@ -14,7 +14,7 @@ import psycopg2
 from conftest import OUTBOXD
 
 
-SANITIZER_MARKS = re.compile(r"ERROR: (Address|Leak)Sanitizer|runtime error: ")
+SANITIZER_MARKS = re.compile(r"ERROR: (Address|Leak)Sanitizer|:\d+:\d+: runtime error: ")
 
 
 class Outboxd:

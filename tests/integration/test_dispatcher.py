@@ -314,33 +314,42 @@ def test_leases_of_slow_sends_are_renewed_so_no_one_takes_them_over(migrated_db,
     assert fault_smtpd.count() == 1
 
 
+def outcome_wait(db, server, msg_id):
+    """Seconds from the relay accepting a message (the fault server's own clock, taken just
+    before its 250) to the transaction that recorded it as sent (sent_at = its now())."""
+    rcpt = db.scalar(f"SELECT recipients[1] FROM outbox.messages WHERE id = {int(msg_id)}")
+    accepted = [m.meta["time"] for m in server.messages("accepted") if m.recipients == [rcpt]]
+    assert len(accepted) == 1, accepted
+    sent_at = float(db.scalar(f"SELECT extract(epoch FROM sent_at) FROM outbox.messages WHERE id = {int(msg_id)}"))
+    return sent_at - accepted[0]
+
+
 @pytest.mark.parametrize("delay", ["1s", "0"])
 def test_outcomes_are_written_in_groups_within_outcome_delay(migrated_db, fault_smtpd, outboxd_factory, delay):
     # batch size 6: outcomes are grouped by three while at least three sends are in flight.
     # Three slow sends stay in flight while two fast ones are accepted: the fast outcomes
     # wait up to dispatcher.outcome_delay for company, then go out together in one statement.
     migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
-                    "SELECT ARRAY['delay6000+slow' || i || '@example.com'], 'slow', 'x' FROM generate_series(1, 3) i")
+                    "SELECT ARRAY['delay8000+slow' || i || '@example.com'], 'slow', 'x' FROM generate_series(1, 3) i")
     migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
                     "VALUES (ARRAY['ok+f1@example.com'], 'fast1', 'x'), (ARRAY['ok+f2@example.com'], 'fast2', 'x')")
     outboxd_factory(fault_smtpd.url, env={"OUTBOXD_SMTP_POOL_SIZE": "4", "OUTBOXD_DISPATCHER_BATCH_SIZE": "6",
                                           "OUTBOXD_DISPATCHER_OUTCOME_DELAY": delay})
-    fault_smtpd.wait_for(2, timeout=20)  # both fast ones accepted; the slow ones are still waiting
     fast = (4, 5)
+    wait_for(lambda: [row(migrated_db, i)["state"] for i in fast] == ["sent", "sent"],
+             timeout=15, what="fast outcomes written")
+    # the slow sends were still in flight: the write did not wait for them
+    assert [row(migrated_db, i)["state"] for i in (1, 2, 3)] == ["sending"] * 3
+    waited = [outcome_wait(migrated_db, fault_smtpd, i) for i in fast]
     if delay == "0":
-        wait_for(lambda: [row(migrated_db, i)["state"] for i in fast] == ["sent", "sent"],
-                 timeout=0.8, what="fast outcomes written at once")
+        assert max(waited) < 0.5, waited
     else:
-        # accepted at least 0.3 s ago (the spool is written before the 250), still unwritten
-        time.sleep(0.3)
-        assert [row(migrated_db, i)["state"] for i in fast] == ["sending", "sending"]
-        wait_for(lambda: [row(migrated_db, i)["state"] for i in fast] == ["sent", "sent"],
-                 timeout=3, what="fast outcomes written after the delay")
+        # the first outcome armed the 1 s timer after its 250 and waited all of it; the
+        # second, accepted just after, nearly as long
+        assert max(waited) >= 0.9 and min(waited) >= 0.5, waited
         # one statement, one transaction: the same now()
         assert migrated_db.scalar("SELECT count(DISTINCT sent_at) FROM outbox.messages WHERE id IN (4, 5)") == "1"
-    # the slow sends were still in flight all along: the write did not wait for them
-    assert [row(migrated_db, i)["state"] for i in (1, 2, 3)] == ["sending"] * 3
-    wait_states(migrated_db, {"sent": 5}, timeout=20)
+    wait_states(migrated_db, {"sent": 5}, timeout=30)
 
 
 def test_a_lone_outcome_is_written_at_once_whatever_the_delay(migrated_db, fault_smtpd, outboxd_factory):
@@ -350,9 +359,9 @@ def test_a_lone_outcome_is_written_at_once_whatever_the_delay(migrated_db, fault
     migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
                     "VALUES (ARRAY['ok+f1@example.com'], 'fast1', 'x')")
     outboxd_factory(fault_smtpd.url, env={"OUTBOXD_SMTP_POOL_SIZE": "2", "OUTBOXD_DISPATCHER_OUTCOME_DELAY": "1s"})
-    fault_smtpd.wait_for(1, timeout=20)
-    wait_for(lambda: row(migrated_db, 2)["state"] == "sent", timeout=0.8, what="fast outcome written at once")
+    wait_for(lambda: row(migrated_db, 2)["state"] == "sent", timeout=15, what="fast outcome written")
     assert row(migrated_db, 1)["state"] == "sending"
+    assert outcome_wait(migrated_db, fault_smtpd, 2) < 0.5
 
 
 def test_rows_locked_elsewhere_do_not_make_a_tight_claim_loop(migrated_db, smtp_sink, outboxd_factory):
