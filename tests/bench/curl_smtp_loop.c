@@ -92,11 +92,16 @@ static void build_message(void)
 		     "Content-Transfer-Encoding: 7bit\r\n"
 		     "\r\n");
 	message_len = (size_t)n;
-	while (body + sizeof(line) - 1 <= BODY_BYTES) {
-		memcpy(message + message_len, line, sizeof(line) - 1);
-		message_len += sizeof(line) - 1;
-		body += sizeof(line) - 1;
+	/* exactly BODY_BYTES of body in CRLF lines, the last one cut short */
+	while (body < BODY_BYTES) {
+		size_t k = sizeof(line) - 1;
+		if (k > BODY_BYTES - body)
+			k = BODY_BYTES - body;
+		memcpy(message + message_len, line, k);
+		message_len += k;
+		body += k;
 	}
+	memcpy(message + message_len - 2, "\r\n", 2); /* the message ends with a line end */
 }
 
 int main(int argc, char **argv)
@@ -109,8 +114,8 @@ int main(int argc, char **argv)
 	double elapsed, cpu;
 
 	if (argc != 4 || (count = atol(argv[2])) <= 0 || (sessions = atol(argv[3])) <= 0 ||
-	    sessions > MAX_SESSIONS) {
-		fprintf(stderr, "usage: curl_smtp_loop URL COUNT SESSIONS (1..%d)\n", MAX_SESSIONS);
+	    sessions > MAX_SESSIONS || count < sessions) {
+		fprintf(stderr, "usage: curl_smtp_loop URL COUNT SESSIONS (1..%d, at most COUNT)\n", MAX_SESSIONS);
 		return 2;
 	}
 	url = argv[1];
