@@ -143,6 +143,53 @@ static void flush_kick(struct dispatcher *d)
 	}
 }
 
+/* Queues a leased row to be given back untouched, with the attempt its claim returned:
+ * the release is fenced on it, like every write about a claim. */
+static void release_add(struct dispatcher *d, long long id, long long attempt)
+{
+	json_t *pair = json_pack("[II]", (json_int_t)id, (json_int_t)attempt);
+
+	if (pair)
+		json_array_append_new(d->releases, pair);
+}
+
+/* Leased rows as two PostgreSQL array literals side by side: the ids and the attempts
+ * their claims returned, for outbox.renew() and outbox.release(). */
+struct lease_arrays {
+	struct buf ids;
+	struct buf attempts;
+	int failed;
+};
+
+static void lease_arrays_init(struct lease_arrays *l)
+{
+	buf_init(&l->ids);
+	buf_init(&l->attempts);
+	l->failed = 0;
+}
+
+static void lease_arrays_add(struct lease_arrays *l, long long id, long long attempt)
+{
+	if (buf_printf(&l->ids, "%s%lld", l->ids.len ? "," : "{", id) != 0 ||
+	    buf_printf(&l->attempts, "%s%lld", l->attempts.len ? "," : "{", attempt) != 0)
+		l->failed = 1;
+}
+
+/* Closes both literals; returns 0, or -1 when out of memory. */
+static int lease_arrays_close(struct lease_arrays *l)
+{
+	if (buf_puts(&l->ids, l->ids.len ? "}" : "{}") != 0 ||
+	    buf_puts(&l->attempts, l->attempts.len ? "}" : "{}") != 0)
+		l->failed = 1;
+	return l->failed ? -1 : 0;
+}
+
+static void lease_arrays_free(struct lease_arrays *l)
+{
+	buf_free(&l->ids);
+	buf_free(&l->attempts);
+}
+
 static const char *run_state_name(enum run_state s)
 {
 	static const char *const names[] = { "starting", "running", "draining", "done" };
@@ -281,7 +328,7 @@ static void job_finish(struct dispatcher *d, struct job *j)
 	if (pending > 0 && charged == 0) {
 		/* nothing reached the relay (paused, shutting down, our configuration): put the
 		 * row back without burning an attempt */
-		json_array_append_new(d->releases, json_integer(j->id));
+		release_add(d, j->id, j->attempt);
 		telemetry_outcome(d->tm, "released", 0);
 		log_info("message released", "iid", (long long)j->id, "iattempt", (long long)j->attempt, NULL);
 	} else if (pending > 0) {
@@ -494,7 +541,7 @@ static void job_start(struct dispatcher *d, const struct pg_result *res, int row
 	if (!parsed || j->message_id == NULL || j->rc == NULL || rcpt_add(j, &c.to, "to", &c.done) ||
 	    rcpt_add(j, &c.cc, "cc", &c.done) || rcpt_add(j, &c.bcc, "bcc", &c.done)) {
 		/* out of memory: give it back untouched */
-		json_array_append_new(d->releases, json_integer(j->id));
+		release_add(d, j->id, j->attempt);
 		job_unlink(d, j);
 		job_free(j);
 		goto out;
@@ -612,7 +659,7 @@ static void on_claim_done(void *arg, const struct pg_result *res, const char *er
 	if (d->state != RUN_RUNNING) {
 		/* the claim crossed a SIGTERM: give the rows back untouched */
 		for (int i = 0; i < n; i++)
-			json_array_append_new(d->releases, json_integer(atoll(pg_value(res, i, C_ID))));
+			release_add(d, atoll(pg_value(res, i, C_ID)), atoll(pg_value(res, i, C_ATTEMPT)));
 		flush_kick(d);
 		return;
 	}
@@ -755,16 +802,24 @@ static void on_flush_event(evutil_socket_t fd, short what, void *arg)
 	/* outcomes and releases travel in one statement: one round trip, one transaction */
 	{
 		char *rj = json_dumps(d->flushing_results, JSON_COMPACT);
-		char *ids = json_dumps(d->flushing_releases, JSON_COMPACT);
-		const char *p[3] = { d->owner, rj, ids };
+		struct lease_arrays rel;
+		json_t *v;
+		size_t i;
 		int rc = -1;
-		if (rj && ids)
+
+		lease_arrays_init(&rel);
+		json_array_foreach(d->flushing_releases, i, v)
+			lease_arrays_add(&rel, (long long)json_integer_value(json_array_get(v, 0)),
+					 (long long)json_integer_value(json_array_get(v, 1)));
+		if (rj && lease_arrays_close(&rel) == 0) {
+			const char *p[4] = { d->owner, rj, rel.ids.data, rel.attempts.data };
 			rc = pg_query(d->work,
 				      "SELECT (SELECT count(*) FROM outbox.complete($1, $2::jsonb)), "
-				      "outbox.release($1, ARRAY(SELECT jsonb_array_elements_text($3::jsonb)::bigint))",
-				      3, p, d->cfg->database_statement_timeout_ms + 5000, on_flush_done, d);
+				      "outbox.release($1, $3::bigint[], $4::int[])",
+				      4, p, d->cfg->database_statement_timeout_ms + 5000, on_flush_done, d);
+		}
 		free(rj);
-		free(ids);
+		lease_arrays_free(&rel);
 		if (rc == 0)
 			d->flushing = 1;
 		else
@@ -790,41 +845,36 @@ static void on_renew_done(void *arg, const struct pg_result *res, const char *er
 static void on_renew_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct dispatcher *d = arg;
-	struct buf ids;
+	struct lease_arrays held;
 	char lease[24];
 	(void)fd;
 	(void)what;
 
 	if (!pg_ready(d->work))
 		return;
-	buf_init(&ids);
-	if (buf_putc(&ids, '{') != 0)
-		goto out;
+	lease_arrays_init(&held);
 	for (struct job *j = d->jobs; j; j = j->next)
-		if (buf_printf(&ids, "%s%lld", ids.len > 1 ? "," : "", (long long)j->id) != 0)
-			goto out;
+		lease_arrays_add(&held, j->id, j->attempt);
 	/* finished rows whose outcome is not written yet keep their lease too */
 	{
 		json_t *lists[2] = { d->results, d->flushing_results }, *v;
 		size_t i;
 		for (int l = 0; l < 2; l++)
 			json_array_foreach(lists[l], i, v)
-				if (buf_printf(&ids, "%s%lld", ids.len > 1 ? "," : "",
-					       (long long)json_integer_value(json_object_get(v, "id"))) != 0)
-					goto out;
+				lease_arrays_add(&held, (long long)json_integer_value(json_object_get(v, "id")),
+						 (long long)json_integer_value(json_object_get(v, "attempt")));
 	}
-	if (ids.len == 1)
-		goto out; /* nothing leased */
-	if (buf_putc(&ids, '}') != 0)
-		goto out;
+	if (held.ids.len == 0 || lease_arrays_close(&held) != 0)
+		goto out; /* nothing leased, or out of memory: the next tick tries again */
 	snprintf(lease, sizeof(lease), "%lld", (long long)(d->cfg->lease_ms < 1000 ? 1 : d->cfg->lease_ms / 1000));
 	{
-		const char *p[3] = { d->owner, ids.data, lease };
-		if (pg_query(d->work, "SELECT outbox.renew($1, $2::bigint[], $3::int)", 3, p, 10000, on_renew_done, d) != 0)
+		const char *p[4] = { d->owner, held.ids.data, held.attempts.data, lease };
+		if (pg_query(d->work, "SELECT outbox.renew($1, $2::bigint[], $3::int[], $4::int)", 4, p, 10000,
+			     on_renew_done, d) != 0)
 			log_debug("lease renewal skipped: database not ready", NULL);
 	}
 out:
-	buf_free(&ids);
+	lease_arrays_free(&held);
 }
 
 /* ---- connections --------------------------------------------------------------------- */

@@ -135,9 +135,29 @@ $fn$;
 COMMENT ON FUNCTION outbox.claim(text, integer, integer) IS
     'Dispatcher: rescue expired leases, then lease up to p_limit due messages to p_owner; returns them in claim order';
 
--- Extends the leases that p_owner still holds among p_ids to now() + p_lease_seconds.
--- Returns how many were extended; a missing id means that lease was lost (stop sending it).
-CREATE OR REPLACE FUNCTION outbox.renew(p_owner text, p_ids bigint[], p_lease_seconds integer)
+-- Checks the optional attempts array of renew and release: NULL, or one per id.
+CREATE OR REPLACE FUNCTION outbox.check_attempts_arg(p_fn text, p_ids bigint[], p_attempts integer[])
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $fn$
+BEGIN
+    IF p_attempts IS NOT NULL AND cardinality(p_attempts) <> cardinality(p_ids) THEN
+        RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+            MESSAGE = format('outbox.%s: p_attempts must have one attempt per id (%s ids, %s attempts)',
+                             p_fn, cardinality(p_ids), cardinality(p_attempts));
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION outbox.check_attempts_arg(text, bigint[], integer[]) IS
+    'Raises 22023 unless p_attempts is NULL or as long as p_ids';
+
+-- Extends to now() + p_lease_seconds the leases that p_owner still holds among p_ids, each
+-- for the attempt at the same position of p_attempts (the attempt its claim returned), so
+-- a row the same owner has claimed again since is not touched by the older claim. With
+-- p_attempts NULL any attempt matches. Returns how many were extended; a missing id means
+-- that lease was lost (stop sending it).
+CREATE OR REPLACE FUNCTION outbox.renew(p_owner text, p_ids bigint[], p_attempts integer[],
+                                        p_lease_seconds integer)
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -147,19 +167,35 @@ DECLARE
     n integer;
 BEGIN
     PERFORM outbox.check_lease_args('renew', p_owner, coalesce(p_lease_seconds, 0));
+    PERFORM outbox.check_attempts_arg('renew', p_ids, p_attempts);
     UPDATE outbox.messages m
        SET lease_expires_at = now() + make_interval(secs => p_lease_seconds)
-     WHERE m.id = ANY (p_ids) AND m.state = 'sending' AND m.lease_owner = p_owner;
+      FROM unnest(p_ids, p_attempts) AS x(id, attempt)
+     WHERE m.id = x.id AND (p_attempts IS NULL OR m.attempts = x.attempt)
+       AND m.state = 'sending' AND m.lease_owner = p_owner;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
 $fn$;
+COMMENT ON FUNCTION outbox.renew(text, bigint[], integer[], integer) IS
+    'Dispatcher: extend the leases p_owner still holds among p_ids (fenced on p_attempts); returns the number extended';
+
+-- The form without attempts, fenced on the owner only (dispatchers before schema 4).
+CREATE OR REPLACE FUNCTION outbox.renew(p_owner text, p_ids bigint[], p_lease_seconds integer)
+RETURNS integer
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, outbox
+AS $fn$
+    SELECT outbox.renew(p_owner, p_ids, NULL::integer[], p_lease_seconds);
+$fn$;
 COMMENT ON FUNCTION outbox.renew(text, bigint[], integer) IS
-    'Dispatcher: extend the leases p_owner still holds among p_ids; returns the number extended';
+    'Dispatcher: extend the leases p_owner still holds among p_ids, any attempt; returns the number extended';
 
 -- Gives back rows that p_owner leased but never attempted (shutdown drain): pending, due now,
--- the claim's attempt undone. Returns the number released.
-CREATE OR REPLACE FUNCTION outbox.release(p_owner text, p_ids bigint[])
+-- the claim's attempt undone. Fenced on p_attempts like renew (NULL: any attempt). Returns
+-- the number released.
+CREATE OR REPLACE FUNCTION outbox.release(p_owner text, p_ids bigint[], p_attempts integer[])
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -169,6 +205,7 @@ DECLARE
     n integer;
 BEGIN
     PERFORM outbox.check_lease_args('release', p_owner, NULL);
+    PERFORM outbox.check_attempts_arg('release', p_ids, p_attempts);
     UPDATE outbox.messages m
        SET state = 'pending',
            attempts = greatest(m.attempts - 1, 0),
@@ -176,7 +213,9 @@ BEGIN
            lease_owner = NULL,
            lease_expires_at = NULL,
            updated_at = now()
-     WHERE m.id = ANY (p_ids) AND m.state = 'sending' AND m.lease_owner = p_owner;
+      FROM unnest(p_ids, p_attempts) AS x(id, attempt)
+     WHERE m.id = x.id AND (p_attempts IS NULL OR m.attempts = x.attempt)
+       AND m.state = 'sending' AND m.lease_owner = p_owner;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 AND EXISTS (SELECT 1 FROM outbox.dispatcher_idle d WHERE d.channel = 'outbox_messages') THEN
         PERFORM pg_notify('outbox_messages', '');
@@ -184,8 +223,20 @@ BEGIN
     RETURN n;
 END
 $fn$;
+COMMENT ON FUNCTION outbox.release(text, bigint[], integer[]) IS
+    'Dispatcher: return unattempted leased rows to pending (attempt undone; fenced on p_attempts); returns the number released';
+
+-- The form without attempts, fenced on the owner only (dispatchers before schema 4).
+CREATE OR REPLACE FUNCTION outbox.release(p_owner text, p_ids bigint[])
+RETURNS integer
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, outbox
+AS $fn$
+    SELECT outbox.release(p_owner, p_ids, NULL::integer[]);
+$fn$;
 COMMENT ON FUNCTION outbox.release(text, bigint[]) IS
-    'Dispatcher: return unattempted leased rows to pending (attempt undone); returns the number released';
+    'Dispatcher: return unattempted leased rows to pending (attempt undone, any attempt); returns the number released';
 
 -- Start-up repair: every row still leased to p_owner (left by this dispatcher's previous
 -- process) goes back to pending due now, or to dead if its attempts are exhausted; the

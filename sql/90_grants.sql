@@ -46,8 +46,9 @@ GRANT EXECUTE ON FUNCTION
     TO PUBLIC;
 GRANT EXECUTE ON FUNCTION
     outbox.claim(text, integer, integer), outbox.complete(text, jsonb),
-    outbox.release(text, bigint[]), outbox.release_owner(text),
-    outbox.renew(text, bigint[], integer), outbox.set_idle(text, boolean, text),
+    outbox.release(text, bigint[]), outbox.release(text, bigint[], integer[]), outbox.release_owner(text),
+    outbox.renew(text, bigint[], integer), outbox.renew(text, bigint[], integer[], integer),
+    outbox.set_idle(text, boolean, text),
     outbox.set_lifecycle_events(boolean)
     TO outbox_dispatcher;
 GRANT EXECUTE ON FUNCTION outbox.cancel(bigint), outbox.requeue(bigint) TO outbox_producer;

@@ -3,7 +3,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(170);
+SELECT plan(176);
 
 SELECT has_schema('outbox');
 SELECT tables_are('outbox', ARRAY['messages', 'message_recipients', 'events', 'settings', 'dispatcher_idle']
@@ -128,6 +128,8 @@ SELECT has_function('outbox', 'complete', ARRAY['text', 'jsonb']);
 SELECT has_function('outbox', 'release', ARRAY['text', 'bigint[]']);
 SELECT has_function('outbox', 'release_owner', ARRAY['text']);
 SELECT has_function('outbox', 'renew', ARRAY['text', 'bigint[]', 'integer']);
+SELECT has_function('outbox', 'release', ARRAY['text', 'bigint[]', 'integer[]']);
+SELECT has_function('outbox', 'renew', ARRAY['text', 'bigint[]', 'integer[]', 'integer']);
 SELECT has_function('outbox', 'set_idle', ARRAY['text', 'boolean', 'text']);
 SELECT has_function('outbox', 'cancel', ARRAY['bigint']);
 SELECT has_function('outbox', 'requeue', ARRAY['bigint']);
@@ -139,12 +141,15 @@ SELECT is_definer('outbox', f, a, 'outbox.' || f || ' is SECURITY DEFINER')
   FROM (VALUES ('claim', ARRAY['text', 'integer', 'integer']), ('complete', ARRAY['text', 'jsonb']),
                ('release', ARRAY['text', 'bigint[]']), ('release_owner', ARRAY['text']),
                ('renew', ARRAY['text', 'bigint[]', 'integer']), ('set_idle', ARRAY['text', 'boolean', 'text']),
+               ('release', ARRAY['text', 'bigint[]', 'integer[]']),
+               ('renew', ARRAY['text', 'bigint[]', 'integer[]', 'integer']),
                ('cancel', ARRAY['bigint']), ('requeue', ARRAY['bigint'])) AS x(f, a);
 SELECT ok(EXISTS (SELECT 1 FROM pg_proc WHERE oid = to_regprocedure(s)
                     AND proconfig @> ARRAY['search_path=pg_catalog, outbox']),
           s || ' pins its search_path')
   FROM unnest(ARRAY['outbox.claim(text,integer,integer)', 'outbox.complete(text,jsonb)',
-                    'outbox.cancel(bigint)', 'outbox.requeue(bigint)']) AS s;
+                    'outbox.cancel(bigint)', 'outbox.requeue(bigint)',
+                    'outbox.release(text,bigint[],integer[])', 'outbox.renew(text,bigint[],integer[],integer)']) AS s;
 SELECT views_are('outbox', ARRAY['message_status', 'recipient_status', 'queue_depth', 'queue_health',
                  'mirror_lag']);
 SELECT has_column('outbox', 'message_status', c, 'message_status has ' || c)

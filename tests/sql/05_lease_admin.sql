@@ -2,7 +2,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(36);
+SELECT plan(43);
 
 TRUNCATE outbox.messages, outbox.events, outbox.dispatcher_idle CASCADE;
 INSERT INTO outbox.messages (recipients, subject, body_text, max_attempts)
@@ -25,6 +25,19 @@ SELECT is(outbox.release('w1', ARRAY(SELECT id FROM m WHERE s IN ('L1', 'L2'))),
 SELECT row_eq($$SELECT state, attempts, next_attempt_at, lease_owner, lease_expires_at FROM outbox.messages WHERE subject = 'L1'$$,
     ROW('pending'::text, 0, now(), NULL::text, NULL::timestamptz), 'released row: pending, due now, attempt undone, no lease');
 SELECT is(outbox.release('w1', ARRAY(SELECT id FROM m WHERE s = 'L1')), 0, 'releasing a pending row does nothing');
+
+-- attempt-fenced forms: an id goes with the attempt its claim returned (L3 and L4 are on 1)
+SELECT is(outbox.renew('w1', ARRAY(SELECT id FROM m WHERE s IN ('L3', 'L4') ORDER BY s), ARRAY[1, 2], 300), 1,
+    'fenced renew extends only the lease whose attempt matches');
+SELECT is((SELECT array_agg(lease_expires_at - now() ORDER BY subject) FROM outbox.messages WHERE subject IN ('L3', 'L4')),
+    ARRAY[interval '300 seconds', interval '10 seconds'], 'fenced renew: L3 extended, L4 (other attempt) untouched');
+SELECT throws_ok($$SELECT outbox.renew('w1', ARRAY[1, 2]::bigint[], ARRAY[1], 60)$$, '22023',
+    'outbox.renew: p_attempts must have one attempt per id (2 ids, 1 attempts)', 'fenced renew needs one attempt per id');
+SELECT is(outbox.release('w1', ARRAY(SELECT id FROM m WHERE s IN ('L3', 'L4') ORDER BY s), ARRAY[2, 2]), 0,
+    'fenced release of another attempt releases nothing');
+SELECT throws_ok($$SELECT outbox.release('w1', ARRAY[1]::bigint[], ARRAY[1, 1])$$, '22023',
+    'outbox.release: p_attempts must have one attempt per id (1 ids, 2 attempts)', 'fenced release needs one attempt per id');
+SELECT is(outbox.release('w1', '{}'::bigint[], '{}'::integer[]), 0, 'fenced release of nothing');
 
 -- release_owner (start-up): everything still leased to the owner, attempt kept
 SELECT is(outbox.release_owner('w2'), 0, 'release_owner of an owner without leases');
@@ -59,6 +72,9 @@ SELECT is(outbox.cancel((SELECT id FROM outbox.messages WHERE subject = 'C')), f
 SELECT is(outbox.cancel(-1), false, 'cancel of an unknown id: false');
 SELECT is((SELECT count(*)::int FROM outbox.claim('w1', 1, 60)), 1, 'lease one row');
 SELECT is(outbox.cancel((SELECT id FROM outbox.messages WHERE state = 'sending')), false, 'a message being sent cannot be cancelled');
+SELECT is(outbox.release('w1', ARRAY(SELECT id FROM outbox.messages WHERE state = 'sending'),
+                         ARRAY(SELECT attempts FROM outbox.messages WHERE state = 'sending')), 1,
+    'fenced release of the attempt the claim returned releases it');
 SELECT is((SELECT count(*)::int FROM outbox.events e JOIN outbox.messages x ON x.id = e.message_id
             WHERE x.subject = 'C' AND e.type = 'email.cancelled'), 1, 'cancel writes email.cancelled');
 

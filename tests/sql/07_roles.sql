@@ -66,6 +66,7 @@ SELECT is((SELECT count(*)::int FROM outbox.complete('d', (SELECT jsonb_agg(json
                                                           FROM outbox.message_status WHERE state = 'sending'))), 2,
     'dispatcher: complete');
 SELECT lives_ok($$SELECT outbox.renew('d', '{}', 60), outbox.release('d', '{}'), outbox.release_owner('d'),
+                         outbox.renew('d', '{}', '{}', 60), outbox.release('d', '{}', '{}'),
                          outbox.set_idle('d', true), outbox.set_idle('d', false)$$, 'dispatcher: renew, release, release_owner, set_idle');
 SELECT lives_ok($$SELECT id, txid, event_id, aggregate_type, aggregate_id, type, payload, topic, headers
                     FROM outbox.events WHERE state = 'pending' AND txid < pg_snapshot_xmin(pg_current_snapshot())
