@@ -2,9 +2,12 @@
 # A real single-node Apache Kafka 4 broker (KRaft) for local runs and tests, from the Apache jars
 # on Maven Central, resolved once by Maven into a cache outside the checkout.
 #   kafka.sh fetch                                resolve the jars into the cache (quick when cached)
-#   kafka.sh up [--dir DIR] [--port PORT] [--partitions N]
+#   kafka.sh up [--dir DIR] [--port PORT] [--partitions N] [--sasl USER:PASSWORD]
 #                                                 format (first time) and start; returns when the
 #                                                 broker answers; prints "export KAFKA_BOOTSTRAP=..."
+#                                                 --sasl adds a SASL_PLAINTEXT listener (mechanism
+#                                                 PLAIN, that one user) on a second port, printed as
+#                                                 KAFKA_SASL_BOOTSTRAP; DIR keeps it
 #   kafka.sh down [--dir DIR] [--kill]            SIGTERM, SIGKILL after 30 s (--kill: at once)
 #   kafka.sh status [--dir DIR]                   exit 0 when running, 3 when not
 #   kafka.sh env [--dir DIR]                      print "export KAFKA_BOOTSTRAP=..." of DIR
@@ -148,6 +151,26 @@ running_pid() {
 
 print_env() {
   echo "export KAFKA_BOOTSTRAP=127.0.0.1:$(cat "$DIR/port")"
+  if [ -f "$DIR/sasl-port" ]; then echo "export KAFKA_SASL_BOOTSTRAP=127.0.0.1:$(cat "$DIR/sasl-port")"; fi
+}
+
+# sasl_listener FILE PORT USER PASSWORD: adds a SASL_PLAINTEXT listener with mechanism PLAIN
+# and one user to a generated server.properties. The PLAINTEXT listener stays for the broker's
+# own traffic and for tests that read topics back.
+sasl_listener() {
+  local f=$1 sport=$2 user=$3 pass=$4
+  sed -i -e "s|^listeners=PLAINTEXT://\([^,]*\),|listeners=PLAINTEXT://\1,SASL_PLAINTEXT://127.0.0.1:$sport,|" \
+         -e "s|^advertised.listeners=PLAINTEXT://\([^,]*\),|advertised.listeners=PLAINTEXT://\1,SASL_PLAINTEXT://127.0.0.1:$sport,|" \
+         -e "s|^listener.security.protocol.map=\(.*\)|listener.security.protocol.map=\1,SASL_PLAINTEXT:SASL_PLAINTEXT|" \
+         "$f"
+  {
+    echo ""
+    echo "# SASL_PLAINTEXT listener (kafka.sh up --sasl): mechanism PLAIN, one user"
+    echo "sasl.enabled.mechanisms=PLAIN"
+    echo "listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN"
+    echo "listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$user=\"$pass\";"
+  } >>"$f"
+  grep -q "SASL_PLAINTEXT://127.0.0.1:$sport" "$f" || die "cannot add the SASL listener to $f"
 }
 
 # Whether the broker serves metadata that lists it. The cheap TCP probe comes first: kcat
@@ -191,6 +214,19 @@ up() {
       "$KAFKA_DIR_OPS/server.properties.in" >"$DIR/server.properties"
   echo "$port" >"$DIR/port"
   echo "$parts" >"$DIR/partitions"
+  if [ -n "$OPT_SASL" ]; then
+    [[ "$OPT_SASL" =~ ^[A-Za-z0-9_.-]+:[^\"\\]+$ ]] || die "--sasl wants USER:PASSWORD (no quote or backslash)"
+    (umask 077; echo "$OPT_SASL" >"$DIR/sasl")
+  fi
+  if [ -f "$DIR/sasl" ]; then
+    local sport cred
+    sport=$(cat "$DIR/sasl-port" 2>/dev/null || true)
+    while [ -z "$sport" ] || [ "$sport" = "$port" ] || [ "$sport" = "$cport" ]; do sport=$(free_port); done
+    port_busy "$sport" && die "SASL port 127.0.0.1:$sport is already in use"
+    cred=$(cat "$DIR/sasl")
+    sasl_listener "$DIR/server.properties" "$sport" "${cred%%:*}" "${cred#*:}"
+    echo "$sport" >"$DIR/sasl-port"
+  fi
 
   local cp="$LIBS/*"
   local logcfg="-Dlog4j2.configurationFile=file:$KAFKA_DIR_OPS/log4j2.yaml"
@@ -318,12 +354,13 @@ cmd=${1:-}
 [ -n "$cmd" ] || usage
 shift
 DIR="$ROOT/.local/kafka"
-OPT_PORT=""; OPT_PARTITIONS=""; OPT_KILL=0
+OPT_PORT=""; OPT_PARTITIONS=""; OPT_KILL=0; OPT_SASL=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --dir) DIR=${2:?--dir needs a value}; shift 2 ;;
     --port) OPT_PORT=${2:?--port needs a value}; shift 2 ;;
     --partitions) OPT_PARTITIONS=${2:?--partitions needs a value}; shift 2 ;;
+    --sasl) OPT_SASL=${2:?--sasl needs USER:PASSWORD}; shift 2 ;;
     --kill) OPT_KILL=1; shift ;;
     *) usage ;;
   esac

@@ -53,8 +53,10 @@ class KafkaBroker:
     process and keeps the data; start() again (or restart()) brings it back on the same
     directory and ports. destroy() stops it and removes the directory."""
 
-    def __init__(self, partitions=3, env=None):
+    def __init__(self, partitions=3, env=None, sasl=None):
         self.partitions = partitions
+        self.sasl = sasl  # "user:password": also a SASL_PLAINTEXT (PLAIN) listener
+        self.sasl_port = None
         self.env = dict(env or {})
         self.dir = None
         self.port = None
@@ -65,6 +67,11 @@ class KafkaBroker:
     def bootstrap(self):
         """The bootstrap.servers string, "127.0.0.1:PORT"."""
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_bootstrap(self):
+        """The SASL_PLAINTEXT listener's bootstrap.servers (a broker made with sasl=...)."""
+        return f"127.0.0.1:{self.sasl_port}"
 
     @property
     def log_path(self):
@@ -90,8 +97,12 @@ class KafkaBroker:
                 self.port = _free_port()
             r = _run_script("up", "--dir", self.dir, "--port", str(self.port),
                             "--partitions", str(self.partitions),
+                            *(["--sasl", self.sasl] if self.sasl and first else []),
                             timeout=START_TIMEOUT, env=self.env)
             if r.returncode == 0:
+                if self.sasl:
+                    with open(os.path.join(self.dir, "sasl-port")) as f:
+                        self.sasl_port = int(f.read())
                 return self
             if r.returncode == EXIT_UNAVAILABLE:
                 _unavailable_reason = r.stderr.strip().splitlines()[-1]
@@ -248,12 +259,12 @@ def kafka_broker(tmp_path_factory):
 
 @pytest.fixture
 def kafka_broker_factory(tmp_path):
-    """make(partitions=3) starts a private broker in tmp_path; all are destroyed after the
-    test."""
+    """make(partitions=3, sasl=None) starts a private broker in tmp_path (sasl="user:password"
+    adds a SASL_PLAINTEXT listener); all are destroyed after the test."""
     made = []
 
-    def make(partitions=3):
-        b = KafkaBroker(partitions=partitions)
+    def make(partitions=3, sasl=None):
+        b = KafkaBroker(partitions=partitions, sasl=sasl)
         made.append(b)
         try:
             return b.start(tmp_path)

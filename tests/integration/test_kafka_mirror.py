@@ -1,8 +1,10 @@
 """The Kafka mirror against a real broker: every committed event arrives once with its
 headers, per-key order equals commit order under concurrent producers, a 20 s broker outage
 loses nothing and keeps order (both ordering modes), a killed leader is replaced within
-seconds, and kafka.lifecycle_events is applied to outbox.settings."""
+seconds, kafka.lifecycle_events is applied to outbox.settings, and SASL PLAIN works with the
+right secret and publishes nothing with a wrong one."""
 import collections
+import json
 import random
 import threading
 import time
@@ -253,3 +255,38 @@ def test_a_large_transaction_committing_behind_the_cursor_is_published_whole(
         t1.close()
     _wait_published(db, 1202, timeout=60)
     assert d.stop(timeout=30) == 0
+
+
+def test_sasl_plain_right_secret_publishes_wrong_one_publishes_nothing(
+        kafka_broker_factory, migrated_db, outboxd_factory, smtp_sink, tmp_path):  # noqa: F811
+    # A broker whose second listener wants SASL PLAIN: a dispatcher with a wrong password
+    # publishes nothing and says why; one with the right password (read from a file)
+    # publishes every event. Neither password appears in a log line.
+    secret = "pw-" + uuid.uuid4().hex
+    wrong = "not-" + secret
+    broker = kafka_broker_factory(partitions=1, sasl=f"outboxd:{secret}")
+    prefix = _prefix()
+    sasl = {"OUTBOXD_KAFKA_BROKERS": broker.sasl_bootstrap,
+            "OUTBOXD_KAFKA_SECURITY_PROTOCOL": "sasl_plaintext",
+            "OUTBOXD_KAFKA_SASL_MECHANISM": "PLAIN",
+            "OUTBOXD_KAFKA_SASL_USERNAME": "outboxd"}
+    migrated_db.sql("INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload) "
+                    "SELECT 'order', 'k' || i, 'OrderPaid', jsonb_build_object('seq', i) FROM generate_series(1, 20) i")
+
+    bad = outboxd_factory(smtp_sink.url, env={**_env(broker, prefix), **sasl,
+                                               "OUTBOXD_KAFKA_SASL_PASSWORD": wrong}, name="bad")
+    wait_for(lambda: any(line.get("error") == "_AUTHENTICATION" for line in bad.log_lines()),
+             timeout=30, what="the authentication failure in the log")
+    assert _unpublished(migrated_db) == 20
+    bad.kill()
+    assert wrong not in bad.log_text()
+
+    pwfile = tmp_path / "kafka-password"
+    pwfile.write_text(secret + "\n")
+    good = outboxd_factory(smtp_sink.url, env={**_env(broker, prefix), **sasl,
+                                                "OUTBOXD_KAFKA_SASL_PASSWORD_FILE": str(pwfile)}, name="good")
+    _wait_published(migrated_db, 20, timeout=60)
+    assert good.stop(timeout=30) == 0
+    seqs = sorted(json.loads(m["payload"])["seq"] for m in broker.consume(prefix + "order", timeout=60))
+    assert seqs == list(range(1, 21))
+    assert secret not in good.log_text() and secret not in bad.log_text()
