@@ -126,11 +126,12 @@ static void claim_kick(struct dispatcher *d)
  * most outcome_delay for half a batch of outcomes, so that one statement carries many (it
  * costs the database about as much for one outcome as for fifty). With fewer sends in
  * flight than that, more outcomes are not coming soon: write at once, and while stopping. */
+static int claim_span(const struct dispatcher *d);
+
 static void flush_kick(struct dispatcher *d)
 {
 	size_t waiting = json_array_size(d->results) + json_array_size(d->releases);
-	size_t group = (size_t)(d->cfg->batch_size < d->cfg->max_in_flight ? d->cfg->batch_size
-									     : d->cfg->max_in_flight) / 2;
+	size_t group = (size_t)claim_span(d) / 2;
 
 	if (d->state != RUN_RUNNING || d->cfg->outcome_delay_ms <= 0 || waiting >= group ||
 	    (size_t)d->njobs < group) {
@@ -588,6 +589,12 @@ static const char *const CLAIM_SQL =
 	"body_html, headers, extract(epoch FROM created_at)::float8, done_recipients "
 	"FROM outbox.claim($1, $2::int, $3::int)";
 
+/* The most messages one claim brings: a batch, or everything allowed in flight if less. */
+static int claim_span(const struct dispatcher *d)
+{
+	return d->cfg->batch_size < d->cfg->max_in_flight ? d->cfg->batch_size : d->cfg->max_in_flight;
+}
+
 static int claim_allowed(struct dispatcher *d, int *limit)
 {
 	int room = d->cfg->max_in_flight - d->njobs;
@@ -601,8 +608,7 @@ static int claim_allowed(struct dispatcher *d, int *limit)
 	switch (breaker_state(&d->breaker)) {
 	case BREAKER_CLOSED: {
 		/* claim in large batches: one claim per half batch, not one per finished message */
-		int span = d->cfg->batch_size < d->cfg->max_in_flight ? d->cfg->batch_size : d->cfg->max_in_flight;
-		if (d->njobs > 0 && room < (span + 1) / 2)
+		if (d->njobs > 0 && room < (claim_span(d) + 1) / 2)
 			return 0;
 		return 1;
 	}

@@ -602,7 +602,6 @@ static int b64_encode(const char *str, size_t n, struct buf *o)
 	return 0;
 }
 
-/* Normalises and encodes one body; *cte receives the transfer encoding name. */
 /* Longest line of CRLF-normalised text, in bytes, line ends not counted. */
 static size_t longest_line(const char *s, size_t len)
 {
@@ -625,6 +624,7 @@ static size_t longest_line(const char *s, size_t len)
 	return longest;
 }
 
+/* Normalises and encodes one body; *cte receives the transfer encoding name. */
 static int body_prepare(const char *what, const char *src, struct buf *enc, const char **cte,
 			char *err, size_t errlen)
 {

@@ -1,6 +1,22 @@
 -- Operator and producer actions on single messages: cancel a pending one, requeue a failed or
 -- dead one. Both write a lifecycle event (email.cancelled / email.requeued).
 
+-- Writes the lifecycle event p_type for message row m (as it is now), when lifecycle events
+-- are on.
+CREATE OR REPLACE FUNCTION outbox.lifecycle_event(m outbox.messages, p_type text)
+RETURNS void
+LANGUAGE sql
+AS $fn$
+    INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload, message_id)
+    SELECT 'email', m.message_id, p_type,
+           outbox.lifecycle_payload(m.id, m.message_id, m.state, m.attempts, m.last_smtp_code,
+                                    m.last_error),
+           m.id
+     WHERE (SELECT s.lifecycle_events FROM outbox.settings s);
+$fn$;
+COMMENT ON FUNCTION outbox.lifecycle_event(outbox.messages, text) IS
+    'Internal: writes one lifecycle event for a message row when outbox.settings.lifecycle_events is on';
+
 -- Cancels message p_id if it is still pending (not being sent, not finished).
 -- Returns true if it was cancelled, false if it does not exist or is in another state.
 CREATE OR REPLACE FUNCTION outbox.cancel(p_id bigint)
@@ -19,12 +35,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload, message_id)
-    SELECT 'email', m.message_id, 'email.cancelled',
-           outbox.lifecycle_payload(m.id, m.message_id, m.state, m.attempts, m.last_smtp_code,
-                                    m.last_error),
-           m.id
-     WHERE (SELECT s.lifecycle_events FROM outbox.settings s);
+    PERFORM outbox.lifecycle_event(m, 'email.cancelled');
     RETURN true;
 END
 $fn$;
@@ -52,12 +63,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload, message_id)
-    SELECT 'email', m.message_id, 'email.requeued',
-           outbox.lifecycle_payload(m.id, m.message_id, m.state, m.attempts, m.last_smtp_code,
-                                    m.last_error),
-           m.id
-     WHERE (SELECT s.lifecycle_events FROM outbox.settings s);
+    PERFORM outbox.lifecycle_event(m, 'email.requeued');
     -- A rare operator action: wake any listener without consulting dispatcher_idle.
     PERFORM pg_notify('outbox_messages', '');
     RETURN true;

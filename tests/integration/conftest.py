@@ -3,7 +3,6 @@
 needs is started here and stopped whatever happens."""
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import uuid
@@ -142,11 +141,10 @@ def outboxd_factory(migrated_db):
     yield make
     reports = []
     for d in made:
-        if os.environ.get("OUTBOXD_SANITIZED") == "1" and d.proc is not None and d.proc.poll() is None:
-            # a clean exit runs LeakSanitizer; one that does not come in time is killed below
-            d.proc.send_signal(signal.SIGTERM)
+        if os.environ.get("OUTBOXD_SANITIZED") == "1":
+            # a clean exit runs LeakSanitizer; stop() kills one that does not come in time
             try:
-                d.proc.wait(25)
+                d.stop(timeout=25)
             except subprocess.TimeoutExpired:
                 pass
         report = os.path.exists(d.log_path) and d.sanitizer_report()

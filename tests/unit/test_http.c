@@ -170,7 +170,7 @@ static void resp_free(struct resp *r)
 	r->body = NULL;
 }
 
-/* ---- readiness stub ---- */
+/* ---- a readiness callback the tests control ---- */
 
 struct ready_state {
 	int ready;
