@@ -11,6 +11,12 @@ PKGS=(
   valgrind procps iproute2 curl prometheus
   default-jre-headless maven
 )
+# Each area adds its own packages on its own line, so additions stay independent.
+PKGS+=()  # faults and failover
+PKGS+=()  # go-live kit
+PKGS+=()  # drills, image, manifests, audit
+PKGS+=()  # console and browser tests
+PKGS+=()  # retention and volume
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -45,4 +51,4 @@ echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-
 echo "postfix postfix/mailname string localhost" | $SUDO debconf-set-selections
 
 $SUDO apt-get update -qq || true
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+$SUDO apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends "${missing[@]}"
