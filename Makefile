@@ -33,7 +33,7 @@ LIB_OBJS  := $(patsubst dispatcher/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 
-.PHONY: all deps asan unit unit-valgrind test test-asan install clean run help \
+.PHONY: all deps asan unit unit-bins unit-valgrind test test-asan install clean run help \
         kafka-up kafka-down bench
 
 all: $(BUILD)/outboxd
@@ -42,9 +42,9 @@ help:
 	@echo "make deps            install system packages (Debian) needed to build and test"
 	@echo "make                 build $(BUILD)/outboxd"
 	@echo "make asan            build build-asan/outboxd with ASan+UBSan"
-	@echo "make test            every test: C unit, pgTAP, integration (starts its own services)"
+	@echo "make test            every test: C unit, pgTAP, integration (installs deps, starts its own services)"
 	@echo "make test-asan       the dispatcher's integration suites against the ASan+UBSan build"
-	@echo "make run             local stack: PostgreSQL + smtp-sink (+ Kafka with KAFKA=1) + outboxd"
+	@echo "make run             local stack: PostgreSQL + smtp-sink (+ Kafka with KAFKA=1) + outboxd; RESET=1 starts empty"
 	@echo "make kafka-up/down   a local single-node Apache Kafka 4 (KRaft) on 127.0.0.1:\$$KAFKA_PORT"
 	@echo "make bench           benchmarks under tests/bench (print ratios, not pass/fail)"
 	@echo "make install PREFIX=/usr/local"
@@ -90,11 +90,18 @@ unit: $(UNIT_BINS)
 unit-valgrind: $(UNIT_BINS)
 	@VALGRIND=1 bash tests/unit/run.sh $(UNIT_BINS)
 
-# Everything, one command. Starts and removes its own PostgreSQL, SMTP servers and Kafka.
-test: all $(UNIT_BINS)
+# Everything, one command: installs what is missing (deps.sh, quick when all is there) and
+# the Kafka jars, builds in a fresh make (pkg-config must see the installed libraries), then
+# starts and removes its own PostgreSQL, SMTP servers and Kafka.
+test: deps
+	@bash ops/scripts/kafka.sh fetch || echo "make test: the Kafka jars could not be fetched; the Kafka suites will fail" >&2
+	@$(MAKE) --no-print-directory all unit-bins
 	@bash tests/run.sh
 
-run: all
+# The product on a local stack (ops/scripts/run-local.sh); RESET=1 empties .local first.
+run: deps
+	@$(MAKE) --no-print-directory all
+	@if [ "$${KAFKA:-0}" = 1 ]; then bash ops/scripts/kafka.sh fetch; fi
 	@bash ops/scripts/run-local.sh
 
 kafka-up:

@@ -15,7 +15,7 @@ PKGS=(
 PKGS+=()  # faults and failover
 PKGS+=()  # go-live kit
 PKGS+=()  # drills, image, manifests, audit
-PKGS+=()  # console and browser tests
+PKGS+=(chromium chromium-driver python3-selenium)  # console and browser tests
 PKGS+=()  # retention and volume
 
 missing=()
