@@ -88,7 +88,7 @@ static int check_no_space(const char *v, char *msg, size_t msglen);
 /* Every key, grouped by section (the printers rely on each section being contiguous). */
 static const struct config_key keys[] = {
 	{ "database.url", KT_STRING, F_STR(database_url), "", 0, 0, NULL, NULL, 0, KF_MASK_URL,
-	  "PostgreSQL connection URL or conninfo; empty uses libpq's PG* environment" },
+	  "PostgreSQL connection URL or conninfo (required; postgresql:// alone takes libpq's PG* environment)" },
 	{ "database.connect_timeout", KT_DURATION, F_I64(database_connect_timeout_ms), "5s", SEC(1),
 	  MIN(5), NULL, NULL, 0, 0, "give up one connection attempt after this long" },
 	{ "database.statement_timeout", KT_DURATION, F_I64(database_statement_timeout_ms), "30s", 0,
@@ -128,7 +128,7 @@ static const struct config_key keys[] = {
 	{ "smtp.password", KT_SECRET, F_STR(smtp_password), "", 0, 0, NULL, NULL, 0, 0,
 	  "AUTH password (secret; prefer smtp.password_file)" },
 	{ "smtp.password_file", KT_SECRET_FILE, F_STR(smtp_password_file), "", 0, 0, NULL, NULL,
-	  F_STR(smtp_password), 0, "file holding the AUTH password; one trailing newline is dropped" },
+	  F_STR(smtp_password), 0, "file holding the AUTH password; trailing CR/LF characters are dropped" },
 	{ "smtp.ca_file", KT_STRING, F_STR(smtp_ca_file), "", 0, 0, NULL, check_readable, 0, 0,
 	  "CA bundle used to verify the relay; empty = system store" },
 	{ "smtp.pool_size", KT_INT, F_INT(smtp_pool_size), "4", 1, 256, NULL, NULL, 0, 0,
@@ -164,14 +164,23 @@ static const struct config_key keys[] = {
 	  "SASL password (secret; prefer kafka.sasl_password_file)" },
 	{ "kafka.sasl_password_file", KT_SECRET_FILE, F_STR(kafka_sasl_password_file), "", 0, 0, NULL,
 	  NULL, F_STR(kafka_sasl_password), 0,
-	  "file holding the SASL password; one trailing newline is dropped" },
+	  "file holding the SASL password; trailing CR/LF characters are dropped" },
 	{ "kafka.ssl_ca_file", KT_STRING, F_STR(kafka_ssl_ca_file), "", 0, 0, NULL, check_readable, 0,
 	  0, "CA bundle for ssl / sasl_ssl; empty = system store" },
 	{ "kafka.lifecycle_events", KT_BOOL, F_INT(lifecycle_events), "true", 0, 1, NULL, NULL, 0, 0,
 	  "write and mirror email.queued/sent/retry/failed/dead events (always off without kafka.brokers)" },
 
 	{ "http.listen", KT_STRING, F_STR(http_listen), "127.0.0.1:9187", 0, 0, NULL, check_listen, 0,
-	  0, "host:port for /health and /metrics; empty = no HTTP server" },
+	  0, "host:port for /health, /metrics and the web console; empty = no HTTP server" },
+	{ "http.console", KT_BOOL, F_INT(http_console), "true", 0, 1, NULL, NULL, 0, 0,
+	  "serve the web console at / on the HTTP port (its own database connection)" },
+	{ "http.console_token", KT_SECRET, F_STR(http_console_token), "", 0, 0, NULL, NULL, 0, 0,
+	  "token enabling the console's requeue and cancel (secret; prefer http.console_token_file)" },
+	{ "http.console_token_file", KT_SECRET_FILE, F_STR(http_console_token_file), "", 0, 0, NULL,
+	  NULL, F_STR(http_console_token), 0,
+	  "file holding the token that enables the console's requeue and cancel; empty = read-only" },
+	{ "http.console_show_body", KT_BOOL, F_INT(http_console_show_body), "false", 0, 1, NULL, NULL,
+	  0, 0, "the console shows message bodies and extra headers" },
 
 	{ "log.level", KT_CHOICE, F_STR(log_level), "info", 0, 0, log_levels, check_log_level, 0,
 	  KF_RELOAD, "lowest level written: debug, info, warn or error" },
@@ -1176,6 +1185,10 @@ static void cross_check(const struct config *cfg, const struct layer *ly, struct
 		err_key(e, k, ly->src[k - keys], "required with security_protocol %s",
 			cfg->kafka_security_protocol);
 	}
+	if (cfg->http_console_token[0] && strlen(cfg->http_console_token) < 16) {
+		k = key_find("http.console_token");
+		err_key(e, k, ly->src[k - keys], "shorter than 16 characters: too easy to guess");
+	}
 	if (!sasl && cfg->kafka_sasl_mechanism[0]) {
 		k = key_find("kafka.sasl_mechanism");
 		err_key(e, k, ly->src[k - keys], "set but kafka.security_protocol is %s",
@@ -1270,6 +1283,18 @@ static int config_build(struct config *cfg, const char *path, int use_env, FILE 
 int config_load(struct config *cfg, const char *path, FILE *errs)
 {
 	return config_build(cfg, path, 1, errs);
+}
+
+int config_require(const struct config *cfg, FILE *errs)
+{
+	struct errs e = { errs, 0 };
+
+	/* An empty URL would fall back to libpq's defaults (a local socket) and a
+	 * misconfigured deployment would retry forever instead of saying why. */
+	if (cfg->database_url == NULL || cfg->database_url[0] == '\0')
+		err_raw(&e, "database.url (OUTBOXD_DATABASE_URL): required; for example "
+			    "postgresql://outboxd@db.internal/app (postgresql:// alone takes libpq's PG* environment)");
+	return e.n;
 }
 
 /* ---- printing ---- */
@@ -1594,6 +1619,7 @@ int config_check_main(int argc, char **argv)
 	if (example)
 		return config_print_example(stdout) ? 2 : 0;
 	n = config_load(&cfg, path, stderr);
+	n += config_require(&cfg, stderr);
 	if (n == 0 && print)
 		config_print(&cfg, stdout);
 	config_free(&cfg);

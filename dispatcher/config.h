@@ -13,7 +13,7 @@ enum smtp_tls_mode { SMTP_TLS_REQUIRED, SMTP_TLS_OPPORTUNISTIC, SMTP_TLS_NONE };
  * config and freed by config_free(); NULL means unset. */
 struct config {
 	/* database */
-	char *database_url;            /* database.url (OUTBOXD_DATABASE_URL); "" = libpq PG* env */
+	char *database_url;            /* database.url (OUTBOXD_DATABASE_URL); required by run */
 	int64_t database_connect_timeout_ms; /* database.connect_timeout */
 	int64_t database_statement_timeout_ms; /* database.statement_timeout */
 
@@ -61,6 +61,10 @@ struct config {
 
 	/* http + logs */
 	char *http_listen;             /* http.listen: "127.0.0.1:9187"; "" = off */
+	int http_console;              /* http.console: serve the web console */
+	char *http_console_token;      /* http.console_token(_file): secret; "" = read-only */
+	char *http_console_token_file; /* http.console_token_file: path */
+	int http_console_show_body;    /* http.console_show_body */
 	char *log_level;               /* log.level */
 
 	/* status thresholds (outboxd status exit code) */
@@ -74,6 +78,10 @@ struct config {
  * Returns 0, or the number of errors, each written to `errs` as "key.path: reason\n"
  * (may be NULL). The caller frees cfg with config_free() in both cases. */
 int config_load(struct config *cfg, const char *path, FILE *errs) __attribute__((warn_unused_result));
+
+/* Checks the keys a command that talks to the database cannot do without (database.url);
+ * writes one line per missing key to errs (may be NULL) and returns how many. */
+int config_require(const struct config *cfg, FILE *errs) __attribute__((warn_unused_result));
 
 /* Frees every string the config owns and zeroes it. */
 void config_free(struct config *cfg);

@@ -71,7 +71,7 @@ static const char usage_text[] =
 	"                       [--wait-timeout SECONDS] [--statement-timeout SECONDS]\n"
 	"\n"
 	"Applies pending migrations/NNNN_name.sql files in order, each in its own transaction,\n"
-	"then re-applies every the sql/ files file in one transaction.\n"
+	"then re-applies every sql/ file in one transaction.\n"
 	"\n"
 	"  --database-url URL       default: $OUTBOXD_DATABASE_URL, else the PG* environment\n"
 	"  --migrations DIR         default: $OUTBOXD_MIGRATIONS_DIR, else found next to the binary\n"

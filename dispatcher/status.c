@@ -146,7 +146,7 @@ int status_main(int argc, char **argv)
 		fprintf(stderr, "outboxd status: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
-	if (config_load(&cfg, path, stderr) != 0) {
+	if (config_load(&cfg, path, stderr) != 0 || (url == NULL && config_require(&cfg, stderr) != 0)) {
 		config_free(&cfg);
 		return 2;
 	}
@@ -176,7 +176,9 @@ int status_main(int argc, char **argv)
 					      (json_int_t)cfg.status_max_failed_last_hour, "max_mirror_lag_seconds",
 					      (double)cfg.status_max_mirror_lag_ms / 1000, "mirror_checked",
 					      mirror_enabled(&cfg)));
-		json_dumpf(s, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		/* 15 significant digits: PostgreSQL's microsecond ages print as they were
+		 * computed (33.292561), not as their nearest double (33.292560999999999). */
+		json_dumpf(s, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
 		printf("\n");
 	} else {
 		print_table(s, mirror_enabled(&cfg));

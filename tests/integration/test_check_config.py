@@ -18,10 +18,12 @@ pytestmark = pytest.mark.skipif(not os.access(OUTBOXD, os.X_OK), reason="build/o
 
 
 def clean_env(**extra):
-    """The caller's environment without OUTBOXD_* variables (they would change the outcome)."""
+    """The caller's environment without OUTBOXD_* variables (they would change the outcome),
+    plus the one key every configuration needs (a test passes None to leave it out)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOXD_")}
+    env["OUTBOXD_DATABASE_URL"] = "postgresql://127.0.0.1/app"
     env.update(extra)
-    return env
+    return {k: v for k, v in env.items() if v is not None}
 
 
 def check_config(*args, **env):
@@ -73,7 +75,8 @@ def test_environment_alone_is_valid():
 
 
 def test_print_masks_secrets():
-    r = check_config("--config", os.path.join(FIXTURES, "good_secret.yaml"), "--print")
+    r = check_config("--config", os.path.join(FIXTURES, "good_secret.yaml"), "--print",
+                     OUTBOXD_DATABASE_URL=None)  # the file's URL, with its password
     assert r.returncode == 0, r.stderr
     for secret in SECRETS:
         assert secret not in r.stdout and secret not in r.stderr
@@ -105,6 +108,21 @@ def test_every_error_is_reported(tmp_path):
     assert r.returncode == 2
     for key in ["dispatcher.batch_size", "dispatcher.lease", "smtp.tls", "smtp.pool_size", "kafka.lifecycle_events"]:
         assert names_key(r.stderr, key), r.stderr
+
+
+@pytest.mark.parametrize("url", [None, ""])
+def test_missing_database_url_exits_2_naming_the_key(url):
+    r = check_config("--config", os.path.join(FIXTURES, "good_empty.yaml"), OUTBOXD_DATABASE_URL=url)
+    assert r.returncode == 2, r.stderr
+    assert names_key(r.stderr, "database.url"), r.stderr
+    assert "OUTBOXD_DATABASE_URL" in r.stderr
+
+
+def test_status_without_database_url_exits_2_naming_the_key():
+    r = subprocess.run([OUTBOXD, "status"], capture_output=True, text=True,
+                       env=clean_env(OUTBOXD_DATABASE_URL=None), cwd=ROOT, timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert names_key(r.stderr, "database.url"), r.stderr
 
 
 def test_missing_config_file_names_it():

@@ -147,3 +147,18 @@ def test_unmigrated_database_exits_1(db):
     r = status(db)
     assert r.returncode == 1
     assert r.stderr.strip()
+
+
+def test_json_numbers_print_without_float_artefacts(migrated_db):
+    """Ages come from PostgreSQL with microseconds; --json prints them as computed
+    (33.292561), never as the nearest double's 17 digits (33.292560999999999)."""
+    migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text, not_before) "
+                    "SELECT ARRAY['due@example.com'], 'due', 'x', now() - interval '33.292561 s' "
+                    "FROM generate_series(1, 3)")
+    for _ in range(5):  # each run sees another age: five chances for an artefact to show
+        r = status(migrated_db, "--json", env=HEALTHY)
+        assert r.returncode == 0, r.stderr
+        for number in re.findall(r"-?\d+\.\d+(?:e[-+]?\d+)?", r.stdout):
+            digits = re.sub(r"[^0-9]", "", number.split("e")[0]).lstrip("0")
+            assert len(digits) <= 15, f"float artefact {number} in:\n{r.stdout}"
+        assert json.loads(r.stdout)["health"]["oldest_due_pending_age_seconds"] >= 33

@@ -416,6 +416,24 @@ static void test_secrets(void)
 	free(errs);
 	config_free(&cfg);
 	env_clear();
+
+	/* every trailing CR and LF goes, as docs/configuration.md says; inner text stays */
+	{
+		char path[] = "/tmp/outboxd-test-secret-XXXXXX";
+		int fd = mkstemp(path);
+		FILE *f = fdopen(fd, "w");
+
+		fputs("token-with-two-newlines-8e1d\r\n\n", f);
+		fclose(f);
+		setenv("OUTBOXD_SMTP_PASSWORD_FILE", path, 1);
+		n = load_text(&cfg, "smtp:\n  username: u\n", &errs);
+		CHECK_INT(n, 0);
+		CHECK_STR(cfg.smtp_password, "token-with-two-newlines-8e1d");
+		free(errs);
+		config_free(&cfg);
+		env_clear();
+		unlink(path);
+	}
 }
 
 /* Printing then loading gives the same printout (sections contiguous, values re-parse). */
@@ -542,7 +560,11 @@ static void test_check_main(void)
 
 	/* keep the expected error lines out of the test log */
 	stderr = fopen("/dev/null", "w");
+	/* check-config refuses a configuration without a database URL */
+	CHECK_INT(config_check_main(3, ok), 2);
+	setenv("OUTBOXD_DATABASE_URL", "postgresql://127.0.0.1/app", 1);
 	CHECK_INT(config_check_main(3, ok), 0);
+	unsetenv("OUTBOXD_DATABASE_URL");
 	CHECK_INT(config_check_main(3, bad), 2);
 	CHECK_INT(config_check_main(3, missing), 2);
 	CHECK_INT(config_check_main(2, usage), 2);
