@@ -136,6 +136,11 @@ DECLARE
     n_rcpt integer;
     domain text;
 BEGIN
+    -- Partitioned layout: retention moving a row to a newer partition re-inserts it whole
+    -- (producers cannot set message_id, so they cannot take this path).
+    IF TG_OP = 'INSERT' AND NEW.message_id IS NOT NULL AND current_setting('outbox.moving', true) = 'on' THEN
+        RETURN NEW;
+    END IF;
     IF TG_OP = 'INSERT' THEN
         IF NEW.message_id IS NOT NULL THEN
             RAISE EXCEPTION USING ERRCODE = 'generated_always',

@@ -6,7 +6,8 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 SELECT plan(176);
 
 SELECT has_schema('outbox');
-SELECT tables_are('outbox', ARRAY['messages', 'message_recipients', 'events', 'settings', 'dispatcher_idle']
+SELECT tables_are('outbox', ARRAY['messages', 'message_recipients', 'events', 'settings', 'dispatcher_idle',
+                                  'retention_state', 'message_keys', 'retention_cleanup']
                   || CASE WHEN to_regclass('outbox.schema_migrations') IS NULL THEN '{}'::name[]
                           ELSE ARRAY['schema_migrations']::name[] END);
 
@@ -106,7 +107,8 @@ SELECT is(pg_get_indexdef('outbox.events_pending_idx'::regclass),
 SELECT triggers_are('outbox', 'events', ARRAY['events_before_insert', 'events_before_update', 'events_wake']);
 
 -- settings, dispatcher_idle
-SELECT columns_are('outbox', 'settings', ARRAY['id', 'message_id_domain', 'lifecycle_events']);
+SELECT columns_are('outbox', 'settings', ARRAY['id', 'message_id_domain', 'lifecycle_events', 'layout',
+                                               'partition_period']);
 SELECT is((SELECT count(*)::int FROM outbox.settings), 1, 'settings is seeded with one row');
 SELECT is((SELECT message_id_domain FROM outbox.settings), 'outboxd.invalid', 'default Message-ID domain');
 SELECT is((SELECT lifecycle_events FROM outbox.settings), true, 'lifecycle events on by default');
