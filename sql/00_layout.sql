@@ -160,6 +160,8 @@ BEGIN
     IF outbox.layout() = 'partitioned' THEN
         RETURN false;
     END IF;
+    -- deferred wake-up triggers of this transaction's inserts must run before the ALTERs
+    SET CONSTRAINTS ALL IMMEDIATE;
     -- views read the tables by identity: dropped here, re-created by sql/30_views.sql
     DROP VIEW IF EXISTS outbox.message_status, outbox.recipient_status, outbox.queue_depth,
                         outbox.queue_health, outbox.mirror_lag;

@@ -88,7 +88,7 @@ DECLARE
     shortest interval;
     cur      bigint;
     last_id  bigint;
-    last_at  timestamptz;
+    first_at timestamptz;
     scanned  integer;
     removed  jsonb;
     n        bigint;
@@ -113,12 +113,12 @@ BEGIN
     ), gone AS (
         DELETE FROM outbox.messages m USING victims v WHERE m.id = v.id RETURNING m.state
     )
-    SELECT (SELECT count(*) FROM scan), (SELECT max(s.id) FROM scan s), (SELECT max(s.created_at) FROM scan s),
+    SELECT (SELECT count(*) FROM scan), (SELECT max(s.id) FROM scan s), (SELECT min(s.created_at) FROM scan s),
            coalesce((SELECT jsonb_object_agg(g.state, g.n) FROM (SELECT gone.state, count(*) AS n FROM gone GROUP BY gone.state) g),
                     '{}'::jsonb)
-      INTO scanned, last_id, last_at, removed;
-    -- a pass ends at the end of the table or at rows too young for any retention
-    more := scanned = p_limit AND last_at < now() - shortest;
+      INTO scanned, last_id, first_at, removed;
+    -- a pass ends at the end of the table or at a batch too young for any retention
+    more := scanned = p_limit AND first_at < now() - shortest;
     UPDATE outbox.retention_state SET cursor_id = CASE WHEN more THEN last_id ELSE 0 END WHERE tbl = 'messages';
     SELECT coalesce(sum(v::bigint), 0) INTO n FROM jsonb_each_text(removed) AS e(k, v);
     PERFORM outbox.retention_note('messages', n, NOT more, 0);
@@ -135,7 +135,7 @@ DECLARE
     shortest interval;
     cur      bigint;
     last_id  bigint;
-    last_at  timestamptz;
+    first_at timestamptz;
     scanned  integer;
     removed  jsonb;
     n        bigint;
@@ -157,11 +157,11 @@ BEGIN
     ), gone AS (
         DELETE FROM outbox.events e USING victims v WHERE e.id = v.id RETURNING e.state
     )
-    SELECT (SELECT count(*) FROM scan), (SELECT max(s.id) FROM scan s), (SELECT max(s.created_at) FROM scan s),
+    SELECT (SELECT count(*) FROM scan), (SELECT max(s.id) FROM scan s), (SELECT min(s.created_at) FROM scan s),
            coalesce((SELECT jsonb_object_agg(g.state, g.n) FROM (SELECT gone.state, count(*) AS n FROM gone GROUP BY gone.state) g),
                     '{}'::jsonb)
-      INTO scanned, last_id, last_at, removed;
-    more := scanned = p_limit AND last_at < now() - shortest;
+      INTO scanned, last_id, first_at, removed;
+    more := scanned = p_limit AND first_at < now() - shortest;
     UPDATE outbox.retention_state SET cursor_id = CASE WHEN more THEN last_id ELSE 0 END WHERE tbl = 'events';
     SELECT coalesce(sum(v::bigint), 0) INTO n FROM jsonb_each_text(removed) AS e(k, v);
     PERFORM outbox.retention_note('events', n, NOT more, 0);
