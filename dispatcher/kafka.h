@@ -1,7 +1,6 @@
-/* Kafka mirror: publishes outbox.events to Kafka through librdkafka on the dispatcher's
- * loop, in commit order per key, marking rows published only from delivery reports.
- * One active publisher among replicas (session advisory lock). The only module that
- * includes rdkafka.h. */
+/* kafka: the librdkafka binding: one idempotent producer whose delivery reports are served
+ * on the event loop, and the table that maps librdkafka's errors to outcomes. The only
+ * module that includes rdkafka.h; mirror.c builds on it. */
 #ifndef OUTBOXD_KAFKA_H
 #define OUTBOXD_KAFKA_H
 
@@ -9,27 +8,6 @@
 #include <stdint.h>
 
 struct event_base;
-struct config;
-struct telemetry;
-struct kafka_mirror;
-
-/* Starts the mirror (kafka.brokers must be non-empty): its own PostgreSQL connection,
- * the leader election and the producer. Returns NULL with errbuf set on a configuration
- * error. The mirror keeps pointers to cfg and tm, which must outlive it. */
-struct kafka_mirror *kafka_mirror_new(struct event_base *base, const struct config *cfg,
-				      struct telemetry *tm, char *errbuf, size_t errlen);
-
-/* Begins a graceful stop: no new reads, flush what is in flight within the drain
- * timeout, write the delivery results, leave unacknowledged rows unpublished. */
-void kafka_mirror_stop(struct kafka_mirror *m);
-
-/* 1 once a stop has finished (or when m is NULL). */
-int kafka_mirror_stopped(const struct kafka_mirror *m);
-
-/* Frees everything (after a stop, or at once on a fast exit). NULL is fine. */
-void kafka_mirror_free(struct kafka_mirror *m);
-
-/* ---- The publisher underneath the mirror, exposed for the mock-cluster tests. ---- */
 
 /* What became of one record (a delivery report or a refused produce call). */
 enum kafka_outcome {
@@ -37,11 +15,12 @@ enum kafka_outcome {
 	KAFKA_RETRY,     /* not delivered this time: leave the row pending, send it again */
 	KAFKA_PERMANENT, /* Kafka will never take it (too large, not authorised, invalid) */
 	KAFKA_FATAL,     /* the producer is unusable: it is recreated */
+	KAFKA_QUEUE_FULL, /* produce only: the local queue is full; wait for delivery reports */
 };
 
 /* Maps a librdkafka error code (rd_kafka_resp_err_t) to an outcome. */
 enum kafka_outcome kafka_classify(int err);
-/* "ok", "retry", "permanent" or "fatal" (static string). */
+/* "ok", "retry", "permanent", "fatal" or "queue_full" (static string). */
 const char *kafka_outcome_name(enum kafka_outcome o);
 
 struct kafka_pub;
@@ -87,17 +66,22 @@ struct kafka_record {
 };
 
 /* Creates an idempotent producer (acks=all, murmur2_random) whose delivery reports and logs
- * are served on base. Returns NULL with errbuf set on a configuration error. */
+ * are served on base when they arrive; the owner also calls kafka_pub_poll() periodically
+ * (librdkafka signals the queue only when it goes from empty to non-empty). Returns NULL
+ * with errbuf set on a configuration error. */
 struct kafka_pub *kafka_pub_new(struct event_base *base, const struct kafka_pub_opts *o,
 				const struct kafka_pub_callbacks *cb, void *arg, char *errbuf,
 				size_t errlen);
 /* Queues a record (copied). Returns KAFKA_OK when queued (its outcome comes later as a
- * delivery report), KAFKA_RETRY when the local queue is full or the record could not be
- * queued for a transient reason, KAFKA_PERMANENT (reason in errbuf) or KAFKA_FATAL. */
+ * delivery report), KAFKA_QUEUE_FULL when the local queue is full, KAFKA_RETRY when it
+ * could not be queued for another transient reason, KAFKA_PERMANENT (reason in errbuf) or
+ * KAFKA_FATAL. */
 enum kafka_outcome kafka_pub_produce(struct kafka_pub *p, const struct kafka_record *r,
 				     int *err, char *errbuf, size_t errlen);
 /* Serves delivery reports now (also done on the loop). */
 void kafka_pub_poll(struct kafka_pub *p);
+/* 1 while every broker is unreachable (since the last successful delivery). */
+int kafka_pub_brokers_down(const struct kafka_pub *p);
 /* Records queued or in flight without a delivery report yet. */
 int kafka_pub_outq_len(struct kafka_pub *p);
 /* Drops queued (and with inflight, in-flight) records; their reports say KAFKA_RETRY. */
@@ -106,7 +90,8 @@ void kafka_pub_purge(struct kafka_pub *p, int inflight);
 unsigned kafka_pub_recreated(const struct kafka_pub *p);
 /* The rd_kafka_t handle, for tests (mock cluster, rd_kafka_test_fatal_error). */
 void *kafka_pub_handle(struct kafka_pub *p);
-/* Purges what is left, destroys the producer (never blocks on the brokers). NULL is fine. */
+/* Purges what is left and destroys the producer (never blocks on the brokers); no callback
+ * runs once kafka_pub_free is called. NULL is fine. */
 void kafka_pub_free(struct kafka_pub *p);
 
 #endif

@@ -428,7 +428,10 @@ void pg_close(struct pgconn *c)
 {
 	if (c == NULL)
 		return;
+	/* the teardown contract: once closing, nothing calls back */
 	c->cb.on_disconnect = NULL;
+	for (struct pg_query *q = c->head; q; q = q->next)
+		q->cb = NULL;
 	conn_drop(c, "closing");
 	c->state = PG_CLOSED;
 	event_free(c->ev_timer);

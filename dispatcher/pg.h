@@ -31,7 +31,8 @@ struct pgconn *pg_new(struct event_base *base, const char *name, const char *con
 		      const char *extra_options, int64_t connect_timeout_ms, int64_t reconnect_max_ms,
 		      const struct pg_callbacks *cb, void *arg);
 
-/* Closes the connection, failing queued queries, and frees it. */
+/* Closes the connection and frees it; queued queries are dropped without their callbacks
+ * (no callback of c runs once pg_close is called). NULL is fine. */
 void pg_close(struct pgconn *c);
 
 int pg_ready(const struct pgconn *c);

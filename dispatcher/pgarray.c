@@ -1,4 +1,4 @@
-/* Parser for the text form of one-dimensional PostgreSQL arrays (array_out): elements are
+/* The text form of one-dimensional PostgreSQL arrays (array_out / array_in): elements are
  * separated by commas, quoted with "..." when they hold specials, with \ escaping inside
  * quotes; an unquoted NULL is SQL NULL. */
 #include "pgarray.h"
@@ -90,4 +90,55 @@ bad:
 	free(buf);
 	pgarray_free(out);
 	return -1;
+}
+
+/* ---- building literals ---------------------------------------------------------------- */
+
+void pgarray_lit_init(struct pgarray_lit *l)
+{
+	buf_init(&l->text);
+	l->n = 0;
+	l->failed = 0;
+}
+
+static void lit_sep(struct pgarray_lit *l)
+{
+	if (buf_putc(&l->text, l->n++ ? ',' : '{') != 0)
+		l->failed = 1;
+}
+
+void pgarray_lit_int(struct pgarray_lit *l, long long v)
+{
+	lit_sep(l);
+	if (buf_printf(&l->text, "%lld", v) != 0)
+		l->failed = 1;
+}
+
+void pgarray_lit_str(struct pgarray_lit *l, const char *s)
+{
+	int e;
+
+	lit_sep(l);
+	e = buf_putc(&l->text, '"');
+	for (; *s && e == 0; s++) {
+		if (*s == '"' || *s == '\\')
+			e |= buf_putc(&l->text, '\\');
+		e |= buf_putc(&l->text, *s);
+	}
+	if ((e | buf_putc(&l->text, '"')) != 0)
+		l->failed = 1;
+}
+
+const char *pgarray_lit_close(struct pgarray_lit *l)
+{
+	if (buf_puts(&l->text, l->n ? "}" : "{}") != 0)
+		l->failed = 1;
+	return l->failed ? NULL : l->text.data;
+}
+
+void pgarray_lit_free(struct pgarray_lit *l)
+{
+	buf_free(&l->text);
+	l->n = 0;
+	l->failed = 0;
 }

@@ -120,24 +120,31 @@ void telemetry_free(struct telemetry *t)
 	free(t);
 }
 
-void telemetry_outcome(struct telemetry *t, const char *outcome, double latency_s)
+void telemetry_outcome(struct telemetry *t, enum outcome o, double latency_s)
 {
 	struct outboxd_metrics *om = t->om;
 
-	if (strcmp(outcome, "sent") == 0) {
+	switch (o) {
+	case OUTCOME_SENT:
 		metrics_inc(om->msg_sent);
 		if (latency_s > 0)
 			metrics_observe(om->delivery_latency, latency_s);
-	} else if (strcmp(outcome, "retry") == 0) {
+		break;
+	case OUTCOME_RETRY:
 		metrics_inc(om->msg_retry);
-	} else if (strcmp(outcome, "failed") == 0) {
+		break;
+	case OUTCOME_FAILED:
 		metrics_inc(om->msg_failed);
-	} else if (strcmp(outcome, "dead") == 0) {
+		break;
+	case OUTCOME_DEAD:
 		metrics_inc(om->msg_dead);
-	} else if (strcmp(outcome, "unknown") == 0) {
+		break;
+	case OUTCOME_UNKNOWN:
 		metrics_inc(om->msg_unknown);
-	} else if (strcmp(outcome, "released") == 0) {
+		break;
+	case OUTCOME_RELEASED:
 		metrics_inc(om->msg_released);
+		break;
 	}
 }
 

@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "breaker.h"
+#include "job.h"
 
 struct event_base;
 struct config;
@@ -21,9 +22,9 @@ struct telemetry *telemetry_new(struct event_base *base, const struct config *cf
 void telemetry_attach(struct telemetry *t, struct pgconn *work);
 void telemetry_free(struct telemetry *t);
 
-/* outcome: "sent", "retry", "failed", "dead", "unknown", "released"; latency_s is
- * commit -> delivered for "sent" (0 = unknown). */
-void telemetry_outcome(struct telemetry *t, const char *outcome, double latency_s);
+/* Counts one message's outcome; latency_s is commit -> delivered for OUTCOME_SENT
+ * (0 = unknown). */
+void telemetry_outcome(struct telemetry *t, enum outcome o, double latency_s);
 /* One SMTP transaction's final reply (0 = no reply) and duration. */
 void telemetry_smtp_reply(struct telemetry *t, int code, double duration_s);
 void telemetry_claim(struct telemetry *t, int rows);

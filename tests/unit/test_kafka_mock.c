@@ -52,12 +52,17 @@ static uint64_t ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* The publisher under test: its owner serves it periodically, as the mirror's tick does. */
+static struct kafka_pub *current_pub;
+
 /* Runs the loop until s has `want` reports or timeout_ms passes. */
 static void run_until(struct event_base *base, struct seen *s, int want, uint64_t timeout_ms)
 {
 	uint64_t end = ms() + timeout_ms;
 	while (s->n < want && ms() < end) {
 		event_base_loop(base, EVLOOP_NONBLOCK);
+		if (current_pub)
+			kafka_pub_poll(current_pub);
 		usleep(2000);
 	}
 }
@@ -67,6 +72,8 @@ static void run_for(struct event_base *base, uint64_t t)
 	uint64_t end = ms() + t;
 	while (ms() < end) {
 		event_base_loop(base, EVLOOP_NONBLOCK);
+		if (current_pub)
+			kafka_pub_poll(current_pub);
 		usleep(2000);
 	}
 }
@@ -84,6 +91,7 @@ static struct kafka_pub *make_pub(struct event_base *base, struct seen *s, const
 	memset(s, 0, sizeof *s);
 	p = kafka_pub_new(base, &o, &cb, s, err, sizeof err);
 	CHECK(p != NULL, "kafka_pub_new: %s", err);
+	current_pub = p;
 	return p;
 }
 
@@ -168,6 +176,7 @@ static void test_request_errors_retried(struct event_base *base)
 	CHECK_INT(s.ok, 500);
 	CHECK_INT(s.retry + s.permanent, 0);
 	CHECK(keys_in_order(&s, 10), "per-key order broken under retried request errors");
+	current_pub = NULL;
 	kafka_pub_free(p);
 }
 
@@ -193,6 +202,7 @@ static void test_broker_down_waits(struct event_base *base)
 	run_until(base, &s, q, 30000);
 	CHECK_INT(s.ok, q);
 	CHECK(keys_in_order(&s, 5), "per-key order broken across the outage");
+	current_pub = NULL;
 	kafka_pub_free(p);
 }
 
@@ -215,6 +225,7 @@ static void test_timeout_reports_retry(struct event_base *base)
 	CHECK_INT(s.permanent, 0);
 	for (int b = 1; b <= 3; b++)
 		rd_kafka_mock_broker_set_up(mc, b);
+	current_pub = NULL;
 	kafka_pub_free(p);
 }
 
@@ -241,6 +252,7 @@ static void test_permanent_error(struct event_base *base)
 	q += produce(p, "mock.perm", 100, 1, 1, 100);
 	run_until(base, &s, q, 10000);
 	CHECK_INT(s.permanent, 2);
+	current_pub = NULL;
 	kafka_pub_free(p);
 }
 
@@ -274,6 +286,7 @@ static void test_fatal_recreates(struct event_base *base)
 	q += produce(p, "mock.fatal", 30, 10, 2, 100);
 	run_until(base, &s, q, 10000);
 	CHECK_INT(s.ok - before, 10);
+	current_pub = NULL;
 	kafka_pub_free(p);
 }
 
