@@ -26,7 +26,7 @@ static void on_set_idle_done(void *arg, const struct pg_result *res, const char 
 	struct dispatcher *d = arg;
 
 	if (res == NULL || !pg_result_ok(res))
-		log_warn("dispatcher bookkeeping query failed", "serror", err ? err : pg_result_error(res), NULL);
+		log_warn("dispatcher bookkeeping query failed", "serror", pg_failure(res, err), NULL);
 	dispatcher_maybe_finish_drain(d);
 }
 
@@ -45,7 +45,7 @@ static void on_claim_done(void *arg, const struct pg_result *res, const char *er
 
 	d->claiming = 0;
 	if (res == NULL || !pg_result_ok(res)) {
-		log_warn("claim failed", "serror", err ? err : pg_result_error(res), "ssqlstate",
+		log_warn("claim failed", "serror", pg_failure(res, err), "ssqlstate",
 			 pg_result_sqlstate(res), NULL);
 		return; /* the poll or the reconnect tries again */
 	}

@@ -176,15 +176,15 @@ static const char *col(const struct claimed *c, int k)
 	return pg_isnull(c->res, c->row, k) ? NULL : pg_value(c->res, c->row, k);
 }
 
-/* Extracts the addr-spec from "Display Name <addr>" or returns a copy of a bare address. */
+/* The envelope sender: the addr-spec of the From mailbox (a malformed one is copied as it
+ * is; mime_build() refuses it with the reason). */
 static char *addr_spec(const char *s)
 {
-	const char *lt = strrchr(s, '<');
-	const char *gt = lt ? strchr(lt, '>') : NULL;
+	struct mime_mailbox mb;
 
-	if (lt && gt && gt > lt)
-		return strndup(lt + 1, (size_t)(gt - lt - 1));
-	return strdup(s);
+	if (mime_mailbox_split(s, &mb) != 0)
+		return strdup(s);
+	return strndup(mb.addr, mb.addr_len);
 }
 
 /* Builds the message of a claimed row. Returns 0, or -1 with the reason in err (the row

@@ -91,7 +91,7 @@ static void on_startup_done(void *arg, const struct pg_result *res, const char *
 	if (res == NULL || !pg_result_ok(res)) {
 		/* not yet migrated, or a passing error: the tick tries again in a few seconds */
 		log_error("start-up query failed (are migrations applied?); retrying", "serror",
-			  err ? err : pg_result_error(res), NULL);
+			  pg_failure(res, err), NULL);
 		d->startup_retry_ms = clock_mono_ms() + 2000;
 		return;
 	}
@@ -111,7 +111,7 @@ static void on_lifecycle_off_done(void *arg, const struct pg_result *res, const 
 {
 	(void)arg;
 	if (res == NULL || !pg_result_ok(res))
-		log_warn("dispatcher bookkeeping query failed", "serror", err ? err : pg_result_error(res), NULL);
+		log_warn("dispatcher bookkeeping query failed", "serror", pg_failure(res, err), NULL);
 }
 
 /* Rows still leased to this owner id are left from a previous run of this instance (same
@@ -167,7 +167,7 @@ static void on_listen_result(void *arg, const struct pg_result *res, const char 
 	struct dispatcher *d = arg;
 
 	if (res == NULL || !pg_result_ok(res)) {
-		log_warn("LISTEN failed", "serror", err ? err : pg_result_error(res), NULL);
+		log_warn("LISTEN failed", "serror", pg_failure(res, err), NULL);
 		return;
 	}
 	telemetry_listener_up(d->tm, 1);

@@ -13,7 +13,7 @@ static void on_renew_done(void *arg, const struct pg_result *res, const char *er
 	struct dispatcher *d = arg;
 
 	if (res == NULL || !pg_result_ok(res)) {
-		log_warn("lease renewal failed", "serror", err ? err : pg_result_error(res), NULL);
+		log_warn("lease renewal failed", "serror", pg_failure(res, err), NULL);
 		return;
 	}
 	if (atoi(pg_value(res, 0, 0)) < d->njobs)

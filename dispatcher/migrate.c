@@ -19,6 +19,7 @@
 #include <libpq-fe.h>
 
 #include "buf.h"
+#include "clock.h"
 
 #ifndef OUTBOXD_DATADIR
 #define OUTBOXD_DATADIR "/usr/local/share/outboxd"
@@ -145,13 +146,6 @@ static int buf_put_flat(struct buf *b, const char *s)
 			return -1;
 	}
 	return 0;
-}
-
-static long long now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* ---- pure helpers (declared in migrate.h) -------------------------------------------- */
@@ -977,7 +971,7 @@ static int apply_one(struct migrate_ctx *c, size_t i)
 {
 	const struct migrate_file *mf = &c->mig.files[i];
 	struct loaded_file *lf = &c->mig_files[i];
-	long long t0 = now_ms();
+	long long t0 = (long long)clock_mono_ms();
 
 	if (db_reset_session(c) < 0 || exec_cmd(c->conn, mf->filename, "BEGIN") < 0)
 		return -1;
@@ -985,7 +979,7 @@ static int apply_one(struct migrate_ctx *c, size_t i)
 		rollback(c->conn);
 		return -1;
 	}
-	long long ms = now_ms() - t0;
+	long long ms = (long long)clock_mono_ms() - t0;
 	char vbuf[16], msbuf[24];
 	snprintf(vbuf, sizeof vbuf, "%d", mf->version);
 	snprintf(msbuf, sizeof msbuf, "%lld", ms > INT_MAX ? (long long)INT_MAX : ms);
@@ -1012,7 +1006,7 @@ static int apply_one(struct migrate_ctx *c, size_t i)
 	char stem[PATH_MAX];
 	size_t n = strlen(mf->filename) - 4;
 	snprintf(stem, sizeof stem, "%.*s", (int)n, mf->filename);
-	say("applied %s (%lld ms)", stem, now_ms() - t0);
+	say("applied %s (%lld ms)", stem, (long long)clock_mono_ms() - t0);
 	return 0;
 }
 
@@ -1020,7 +1014,7 @@ static int apply_one(struct migrate_ctx *c, size_t i)
 static int apply_sql(struct migrate_ctx *c)
 {
 	char label[PATH_MAX + 8];
-	long long t0 = now_ms();
+	long long t0 = (long long)clock_mono_ms();
 
 	if (c->n_sql == 0) {
 		say("sql: no files to re-apply");
@@ -1044,7 +1038,7 @@ static int apply_sql(struct migrate_ctx *c)
 		return -1;
 	}
 	PQclear(r);
-	say("sql: re-applied %zu file%s (%lld ms)", c->n_sql, c->n_sql == 1 ? "" : "s", now_ms() - t0);
+	say("sql: re-applied %zu file%s (%lld ms)", c->n_sql, c->n_sql == 1 ? "" : "s", (long long)clock_mono_ms() - t0);
 	return 0;
 }
 

@@ -352,23 +352,10 @@ static int addr_spec_ok(const char *s, size_t n)
 	return nat == 1 && at > 0 && at + 1 < n;
 }
 
-/* Writes one mailbox ("addr" or "Name <addr>") as part of an address list. */
-static int hw_mailbox(struct hw *h, const char *what, const char *item, int last, char *err,
-		      size_t errlen)
+int mime_mailbox_split(const char *item, struct mime_mailbox *mb)
 {
-	const char *p, *e, *lt = NULL, *addr, *name;
-	size_t alen, nlen;
-	struct buf tmp;
-	int rc = -1;
+	const char *p = item, *e = item + strlen(item), *lt = NULL;
 
-	if (item == NULL) {
-		snprintf(err, errlen, "%s: missing", what);
-		return -1;
-	}
-	if (check_text(what, item, err, errlen) < 0)
-		return -1;
-	p = item;
-	e = item + strlen(item);
 	while (p < e && is_wsp(*p))
 		p++;
 	while (e > p && is_wsp(e[-1]))
@@ -379,22 +366,47 @@ static int hw_mailbox(struct hw *h, const char *what, const char *item, int last
 				lt = q - 1;
 				break;
 			}
-		if (lt == NULL) {
-			snprintf(err, errlen, "%s: malformed address", what);
+		if (lt == NULL)
 			return -1;
-		}
-		addr = lt + 1;
-		alen = (size_t)(e - 1 - addr);
-		name = p;
-		nlen = (size_t)(lt - p);
-		while (nlen > 0 && is_wsp(name[nlen - 1]))
-			nlen--;
+		mb->addr = lt + 1;
+		mb->addr_len = (size_t)(e - 1 - mb->addr);
+		mb->name = p;
+		mb->name_len = (size_t)(lt - p);
+		while (mb->name_len > 0 && is_wsp(p[mb->name_len - 1]))
+			mb->name_len--;
 	} else {
-		addr = p;
-		alen = (size_t)(e - p);
-		name = p;
-		nlen = 0;
+		mb->addr = p;
+		mb->addr_len = (size_t)(e - p);
+		mb->name = p;
+		mb->name_len = 0;
 	}
+	return 0;
+}
+
+/* Writes one mailbox ("addr" or "Name <addr>") as part of an address list. */
+static int hw_mailbox(struct hw *h, const char *what, const char *item, int last, char *err,
+		      size_t errlen)
+{
+	struct mime_mailbox mb;
+	const char *addr, *name;
+	size_t alen, nlen;
+	struct buf tmp;
+	int rc = -1;
+
+	if (item == NULL) {
+		snprintf(err, errlen, "%s: missing", what);
+		return -1;
+	}
+	if (check_text(what, item, err, errlen) < 0)
+		return -1;
+	if (mime_mailbox_split(item, &mb) < 0) {
+		snprintf(err, errlen, "%s: malformed address", what);
+		return -1;
+	}
+	addr = mb.addr;
+	alen = mb.addr_len;
+	name = mb.name;
+	nlen = mb.name_len;
 	if (!is_ascii(addr, alen)) {
 		snprintf(err, errlen, "%s: non-ASCII address not supported", what);
 		return -1;

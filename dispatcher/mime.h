@@ -35,6 +35,19 @@ struct mime_msg {
 						    NULL = message_id */
 };
 
+/* One mailbox split into its parts; both point into the string given. */
+struct mime_mailbox {
+	const char *name; /* display name as written (quoted or not), name_len 0 = none */
+	size_t name_len;
+	const char *addr; /* the addr-spec, unchecked */
+	size_t addr_len;
+};
+
+/* Splits "addr" or "Display Name <addr>" (surrounding white space ignored). Returns 0,
+ * or -1 when a closing '>' has no opening '<'. The addr-spec is not validated here:
+ * mime_build() refuses a malformed one. */
+int mime_mailbox_split(const char *item, struct mime_mailbox *mb);
+
 /*
  * Appends the complete message to out (CRLF everywhere, no dot-stuffing: the SMTP client
  * does that). Returns 0, or -1 with a one-line reason in errbuf (e.g. "subject: contains CR

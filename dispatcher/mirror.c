@@ -425,7 +425,7 @@ static void mark_done(void *arg, const struct pg_result *res, const char *err)
 		return; /* the session is gone: leadership_drop() follows */
 	if (!pg_result_ok(res)) {
 		log_error("kafka mirror: cannot record delivery results; dropping the session",
-			  "serror", err ? err : pg_result_error(res), NULL);
+			  "serror", pg_failure(res, err), NULL);
 		event_active(m->ev_reset, 0, 0);
 		return;
 	}
@@ -524,7 +524,7 @@ static void idle_done(void *arg, const struct pg_result *res, const char *err)
 	if (res == NULL)
 		return;
 	if (!pg_result_ok(res)) {
-		log_warn("kafka mirror: set_idle failed", "serror", err ? err : pg_result_error(res), NULL);
+		log_warn("kafka mirror: set_idle failed", "serror", pg_failure(res, err), NULL);
 		return;
 	}
 	/* Read once more: a row may have committed before the registration did. */
@@ -610,7 +610,7 @@ static void read_done(void *arg, const struct pg_result *res, const char *err)
 	if (res == NULL || m->state != MIRROR_LEADING)
 		return;
 	if (!pg_result_ok(res)) {
-		log_error("kafka mirror: reading events failed", "serror", err ? err : pg_result_error(res),
+		log_error("kafka mirror: reading events failed", "serror", pg_failure(res, err),
 			  NULL);
 		return; /* the tick reads again */
 	}
@@ -777,7 +777,7 @@ static void setup_done(void *arg, const struct pg_result *res, const char *err)
 		return;
 	if (!pg_result_ok(res)) {
 		log_error("kafka mirror: setting up the leader session failed", "serror",
-			  err ? err : pg_result_error(res), NULL);
+			  pg_failure(res, err), NULL);
 		event_active(m->ev_reset, 0, 0);
 		return;
 	}
@@ -798,7 +798,7 @@ static void lock_done(void *arg, const struct pg_result *res, const char *err)
 	if (res == NULL)
 		return;
 	if (!pg_result_ok(res) || pg_ntuples(res) != 1) {
-		log_warn("kafka mirror: lock query failed", "serror", err ? err : pg_result_error(res), NULL);
+		log_warn("kafka mirror: lock query failed", "serror", pg_failure(res, err), NULL);
 		m->next_lock_tick = m->ticks + 8;
 		return;
 	}

@@ -136,7 +136,7 @@ static void on_flush_done(void *arg, const struct pg_result *res, const char *er
 			dispatcher_maybe_finish_drain(d);
 			return;
 		}
-		log_warn("writing outcomes failed; will retry", "serror", err ? err : pg_result_error(res),
+		log_warn("writing outcomes failed; will retry", "serror", pg_failure(res, err),
 			 "ssqlstate", pg_result_sqlstate(res), NULL);
 		if (d->flushing == 0)
 			requeue_unflushed(d);

@@ -1,4 +1,4 @@
-/* Asynchronous libpq connections driven by libevent (PITFALLS §2): connect state machine,
+/* Asynchronous libpq connections driven by libevent: connect state machine,
  * query FIFO, notifications, connection-loss detection and reconnect with backoff. */
 #include "pg.h"
 
@@ -81,7 +81,7 @@ static void query_free(struct pg_query *q)
 static void events_free(struct pgconn *c)
 {
 	/* Free the fd's events before PQfinish: a reconnect reuses the fd number and a stale
-	 * event would keep the new socket out of epoll (PITFALLS §2). */
+	 * event would keep the new socket out of epoll. */
 	if (c->ev_read) {
 		event_free(c->ev_read);
 		c->ev_read = NULL;
@@ -500,6 +500,11 @@ const char *pg_result_error(const struct pg_result *r)
 	if (r == NULL)
 		return "no result";
 	return PQresultErrorMessage(RES(r));
+}
+
+const char *pg_failure(const struct pg_result *r, const char *err)
+{
+	return err ? err : pg_result_error(r);
 }
 
 const char *pg_result_sqlstate(const struct pg_result *r)

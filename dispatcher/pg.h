@@ -1,6 +1,7 @@
 /* Asynchronous PostgreSQL connections on the libevent loop: non-blocking connect with
  * its own timeout, reconnect with capped jittered backoff, a FIFO of queries, LISTEN
- * notifications. The only module (with pg_outbox.c) that sees libpq. */
+ * notifications; and blocking one-shot calls for the CLI commands. The only module that
+ * sees libpq. */
 #ifndef OUTBOXD_PG_H
 #define OUTBOXD_PG_H
 
@@ -50,6 +51,9 @@ int pg_query(struct pgconn *c, const char *sql, int nparams, const char *const *
 /* Result accessors. */
 int pg_result_ok(const struct pg_result *r);            /* command or tuples OK */
 const char *pg_result_error(const struct pg_result *r); /* message, "" when ok */
+/* Why a query callback got no usable result: err when the connection failed (res NULL),
+ * else the server's message. */
+const char *pg_failure(const struct pg_result *res, const char *err);
 const char *pg_result_sqlstate(const struct pg_result *r);
 int pg_ntuples(const struct pg_result *r);
 int pg_isnull(const struct pg_result *r, int row, int col);

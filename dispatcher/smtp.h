@@ -1,6 +1,8 @@
-/* SMTP sink: delivers prepared messages to one relay through libcurl's multi interface on
- * the libevent loop, one envelope recipient per SMTP transaction, over a bounded pool of
- * reused connections. The only module that includes curl/curl.h (with smtp_class.c). */
+/* SMTP sink: delivers prepared messages to one relay, one envelope recipient per SMTP
+ * transaction, over a bounded pool of reused connections: one worker thread per pooled
+ * connection runs libcurl easy transfers (libcurl blocks waiting for the reply to the
+ * final dot), and reports back to the loop through a pipe, so every callback runs on the
+ * loop. The only module that includes curl/curl.h (with smtp_class.c). */
 #ifndef OUTBOXD_SMTP_H
 #define OUTBOXD_SMTP_H
 
@@ -48,7 +50,8 @@ void smtp_abort_all(struct smtp_sink *s);
 /* Changes the rate limit (messages/s, 0 = off) at runtime. */
 void smtp_set_rate(struct smtp_sink *s, double per_s);
 
-/* Frees the sink; transfers still queued are completed as not attempted first. */
+/* Stops the workers (aborting running transfers) and frees the sink. No callback runs
+ * once smtp_free is called: transfers not reported yet are dropped silently. */
 void smtp_free(struct smtp_sink *s);
 
 #endif

@@ -263,7 +263,7 @@ static void on_stats(void *arg, const struct pg_result *res, const char *err)
 
 	t->stats_running = 0;
 	if (res == NULL || !pg_result_ok(res) || pg_ntuples(res) != 1) {
-		log_warn("reading queue figures failed", "serror", err ? err : pg_result_error(res), NULL);
+		log_warn("reading queue figures failed", "serror", pg_failure(res, err), NULL);
 		return;
 	}
 	o = json_loads(pg_value(res, 0, 0), 0, NULL);

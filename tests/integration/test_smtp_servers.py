@@ -248,7 +248,7 @@ def test_fault_bye421_replies_and_closes(fault_smtpd, tmp_path):
     s.close()
     assert fault_smtpd.count() == 0
     r = curl_send(fault_smtpd.url, "bye421+y@x.test", tmp_path=tmp_path)
-    assert r.returncode == 8, r.stderr  # CURLE_WEIRD_SERVER_REPLY, as PITFALLS §3.2 lists
+    assert r.returncode == 8, r.stderr  # CURLE_WEIRD_SERVER_REPLY: libcurl refuses a malformed reply
 
 
 def test_fault_delay_and_sender_codes(fault_smtpd):

@@ -951,6 +951,38 @@ static void test_garbage(void)
 	buf_free(&out);
 }
 
+/* Mailboxes split into display name and addr-spec: the one parser the builder and the
+ * envelope sender share. */
+static void test_mailbox_split(void)
+{
+	static const struct {
+		const char *in, *name, *addr;
+		int rc;
+	} cases[] = {
+		{ "a@x.org", "", "a@x.org", 0 },
+		{ "  a@x.org\t", "", "a@x.org", 0 },
+		{ "Ann <a@x.org>", "Ann", "a@x.org", 0 },
+		{ "Ann   <a@x.org>  ", "Ann", "a@x.org", 0 },
+		{ "\"Doe, Ann\" <a@x.org>", "\"Doe, Ann\"", "a@x.org", 0 },
+		{ "<a@x.org>", "", "a@x.org", 0 },
+		{ "A <b> <a@x.org>", "A <b>", "a@x.org", 0 },
+		{ "a@x.org>", "", "", -1 },
+		{ "", "", "", 0 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct mime_mailbox mb;
+		int rc = mime_mailbox_split(cases[i].in, &mb);
+		CHECK(rc == cases[i].rc, "%s: rc %d", cases[i].in, rc);
+		if (rc != 0)
+			continue;
+		CHECK(mb.name_len == strlen(cases[i].name) && strncmp(mb.name, cases[i].name, mb.name_len) == 0,
+		      "%s: name \"%.*s\"", cases[i].in, (int)mb.name_len, mb.name);
+		CHECK(mb.addr_len == strlen(cases[i].addr) && strncmp(mb.addr, cases[i].addr, mb.addr_len) == 0,
+		      "%s: addr \"%.*s\"", cases[i].in, (int)mb.addr_len, mb.addr);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	if (argc > 1)
@@ -964,5 +996,6 @@ int main(int argc, char **argv)
 	test_words();
 	test_property();
 	test_garbage();
+	test_mailbox_split();
 	return test_summary("mime");
 }
