@@ -23,7 +23,6 @@ enum key_type {
 	KT_INT64,       /* int64_t field */
 	KT_BOOL,        /* int field, true/false only */
 	KT_DURATION,    /* int64_t milliseconds, "<n><ms|s|m|h>" */
-	KT_SIZE,        /* int64_t bytes, "<n><B|KiB|MiB|GiB>" */
 	KT_DOUBLE,      /* double field, finite */
 	KT_ENUM,        /* int field holding the index into `choices` */
 	KT_CHOICE,      /* string field holding one of `choices` */
@@ -325,8 +324,6 @@ struct unit {
 
 static const struct unit duration_units[] = { { "ms", 1 }, { "s", 1000 }, { "m", 60000 },
 					      { "h", 3600000 }, { NULL, 0 } };
-static const struct unit size_units[] = { { "B", 1 }, { "KiB", 1024 }, { "MiB", 1048576 },
-					  { "GiB", 1073741824 }, { NULL, 0 } };
 
 /* "<digits><unit>"; a bare "0" is accepted because zero needs no unit. */
 static int parse_with_unit(const char *s, const struct unit *units, const char *example, int64_t *out,
@@ -713,10 +710,6 @@ static int key_set(struct config *cfg, const struct config_key *k, const char *t
 		if (parse_with_unit(text, duration_units, "30s, 250ms, 5m or 1h", &v, msg, msglen) < 0)
 			return -1;
 		break;
-	case KT_SIZE:
-		if (parse_with_unit(text, size_units, "512KiB", &v, msg, msglen) < 0)
-			return -1;
-		break;
 	case KT_BOOL:
 		if (parse_bool(text, &b, msg, msglen) < 0)
 			return -1;
@@ -749,8 +742,8 @@ static int key_set(struct config *cfg, const struct config_key *k, const char *t
 	if (v < k->min || v > k->max) {
 		char lo[32], hi[32];
 
-		if (k->type == KT_DURATION || k->type == KT_SIZE) {
-			const struct unit *u = k->type == KT_DURATION ? duration_units : size_units;
+		if (k->type == KT_DURATION) {
+			const struct unit *u = duration_units;
 			int64_t bounds[2] = { k->min, k->max };
 			char *outs[2] = { lo, hi };
 
@@ -782,6 +775,64 @@ static const struct config_key *key_find(const char *path)
 		if (strcmp(keys[i].path, path) == 0)
 			return &keys[i];
 	return NULL;
+}
+
+/* Whether the field of key k holds the same value in a and b. */
+static int field_equal(const struct config *a, const struct config *b, const struct config_key *k)
+{
+	const void *x = field_cptr(a, k->offset), *y = field_cptr(b, k->offset);
+
+	switch (k->type) {
+	case KT_STRING:
+	case KT_SECRET:
+	case KT_SECRET_FILE:
+	case KT_CHOICE: {
+		const char *s = *(char *const *)x, *t = *(char *const *)y;
+		return (s == NULL && t == NULL) || (s && t && strcmp(s, t) == 0);
+	}
+	case KT_INT:
+	case KT_BOOL:
+	case KT_ENUM:
+		return *(const int *)x == *(const int *)y;
+	case KT_INT64:
+	case KT_DURATION:
+		return *(const int64_t *)x == *(const int64_t *)y;
+	case KT_DOUBLE:
+		return *(const double *)x == *(const double *)y;
+	}
+	return 0;
+}
+
+/* Exchanges the field of key k between a and b (strings change owner with it). */
+static void field_swap(struct config *a, struct config *b, const struct config_key *k)
+{
+	char tmp[sizeof(int64_t) > sizeof(double) ? sizeof(int64_t) : sizeof(double)];
+	size_t n = is_stringish(k->type) ? sizeof(char *)
+		   : (k->type == KT_INT || k->type == KT_BOOL || k->type == KT_ENUM) ? sizeof(int)
+		   : k->type == KT_DOUBLE ? sizeof(double) : sizeof(int64_t);
+
+	memcpy(tmp, field_ptr(a, k->offset), n);
+	memcpy(field_ptr(a, k->offset), field_ptr(b, k->offset), n);
+	memcpy(field_ptr(b, k->offset), tmp, n);
+}
+
+int config_reload(struct config *running, struct config *fresh, config_change_fn fn, void *arg)
+{
+	int changed = 0;
+
+	for (size_t i = 0; i < NKEYS; i++) {
+		const struct config_key *k = &keys[i];
+		int applied = (k->flags & KF_RELOAD) != 0;
+
+		if (field_equal(running, fresh, k))
+			continue;
+		if (applied)
+			field_swap(running, fresh, k);
+		changed++;
+		if (fn)
+			fn(arg, k->path, applied);
+	}
+	return changed;
 }
 
 int config_key_reloadable(const char *path)
@@ -1396,15 +1447,14 @@ static const char *value_text(const struct config *cfg, const struct config_key 
 
 		return i >= 0 && k->choices[i] ? k->choices[i] : "?";
 	}
-	case KT_DURATION:
-	case KT_SIZE: {
-		const struct unit *u = k->type == KT_DURATION ? duration_units : size_units, *best = u;
+	case KT_DURATION: {
+		const struct unit *u = duration_units, *best = u;
 		int64_t v = *(const int64_t *)f;
 
 		for (const struct unit *x = u; x->name; x++)
 			if (v != 0 && v % x->mult == 0)
 				best = x;
-		snprintf(buf, len, "%" PRId64 "%s", v / best->mult, v == 0 && k->type == KT_DURATION ? "s" : best->name);
+		snprintf(buf, len, "%" PRId64 "%s", v / best->mult, v == 0 ? "s" : best->name);
 		return buf;
 	}
 	}
@@ -1514,8 +1564,6 @@ static const char *type_name(const struct config_key *k)
 		return "bool";
 	case KT_DURATION:
 		return "duration";
-	case KT_SIZE:
-		return "size";
 	case KT_DOUBLE:
 		return "number";
 	case KT_ENUM:
@@ -1546,7 +1594,7 @@ void config_print_docs(FILE *out)
 				fprintf(out, "%s%s", c == k->choices ? "" : ", ", **c ? *c : "\"\"");
 		} else if (k->type == KT_INT || k->type == KT_INT64 || k->type == KT_DOUBLE) {
 			fprintf(out, "%" PRId64 "..%" PRId64, k->min, k->max);
-		} else if (k->type == KT_DURATION || k->type == KT_SIZE) {
+		} else if (k->type == KT_DURATION) {
 			struct config tmp;
 			char a[32], b[32];
 

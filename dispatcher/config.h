@@ -101,6 +101,15 @@ void config_print_docs(FILE *out);
  * 2 invalid or bad usage; errors on stderr, one per line, each starting with the key. */
 int config_check_main(int argc, char **argv);
 
+/* Called by config_reload() for each key whose value changed; applied: the key is
+ * reloadable and running now holds the new value, else a restart is needed. */
+typedef void (*config_change_fn)(void *arg, const char *path, int applied);
+
+/* Compares fresh with running key by key, through the key table: the value of each changed
+ * reloadable key moves into running (fresh gets the old one, freed with it); every changed
+ * key is reported to fn (may be NULL). Returns the number of changed keys. */
+int config_reload(struct config *running, struct config *fresh, config_change_fn fn, void *arg);
+
 /* Whether a key (YAML path) may change on SIGHUP without a restart. */
 int config_key_reloadable(const char *path);
 

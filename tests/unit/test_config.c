@@ -549,6 +549,50 @@ static void test_reloadable(void)
 	CHECK_INT(config_key_reloadable("no.such.key"), 0);
 }
 
+struct seen_keys {
+	char text[512];
+};
+
+static void note_key(void *arg, const char *path, int applied)
+{
+	struct seen_keys *s = arg;
+	size_t n = strlen(s->text);
+
+	snprintf(s->text + n, sizeof(s->text) - n, "%s%s=%s", n ? " " : "", path, applied ? "applied" : "restart");
+}
+
+/* Reload goes through the table: changed reloadable keys move into the running
+ * configuration, the others are reported and left alone. */
+static void test_reload_table(void)
+{
+	struct config run, fresh;
+	struct seen_keys seen = { "" };
+	char *errs = NULL;
+
+	env_clear();
+	CHECK_INT(load_text(&run, "log:\n  level: info\nsmtp:\n  pool_size: 4\n  rate_limit: 10\n", &errs), 0);
+	free(errs);
+	errs = NULL;
+	CHECK_INT(load_text(&fresh,
+			    "log:\n  level: debug\nsmtp:\n  pool_size: 8\n  rate_limit: 10\n  from: a@x.org\n"
+			    "dispatcher:\n  poll_interval: 250ms\n",
+			    &errs), 0);
+	free(errs);
+	CHECK_INT(config_reload(&run, &fresh, note_key, &seen), 4);
+	CHECK_STR(seen.text, "dispatcher.poll_interval=applied smtp.from=restart smtp.pool_size=restart log.level=applied");
+	CHECK_STR(run.log_level, "debug");
+	CHECK_STR(fresh.log_level, "info"); /* the old value, freed with fresh */
+	CHECK_INT(run.poll_interval_ms, 250);
+	CHECK_INT(run.smtp_pool_size, 4);
+	CHECK(run.smtp_from == NULL || run.smtp_from[0] == '\0', "smtp.from kept");
+	CHECK(run.smtp_rate_limit == 10, "rate limit unchanged");
+	seen.text[0] = '\0';
+	CHECK_INT(config_reload(&run, &run, note_key, &seen), 0);
+	CHECK_STR(seen.text, "");
+	config_free(&run);
+	config_free(&fresh);
+}
+
 static void test_check_main(void)
 {
 	char *ok[] = { "check-config", "--config", FIXTURES "/good_empty.yaml", NULL };
@@ -586,6 +630,7 @@ int main(void)
 	test_print_roundtrip();
 	test_generated_files();
 	test_reloadable();
+	test_reload_table();
 	test_check_main();
 	return test_summary("config");
 }
