@@ -22,7 +22,7 @@ enum key_type {
 	KT_INT,         /* int field */
 	KT_INT64,       /* int64_t field */
 	KT_BOOL,        /* int field, true/false only */
-	KT_DURATION,    /* int64_t milliseconds, "<n><ms|s|m|h>" */
+	KT_DURATION,    /* int64_t milliseconds, "<n><ms|s|m|h|d>" */
 	KT_DOUBLE,      /* double field, finite */
 	KT_ENUM,        /* int field holding the index into `choices` */
 	KT_CHOICE,      /* string field holding one of `choices` */
@@ -66,6 +66,7 @@ struct config_key {
 #define SEC(x) ((int64_t)(x) * 1000)
 #define MIN(x) ((int64_t)(x) * 60000)
 #define HOUR(x) ((int64_t)(x) * 3600000)
+#define DAY(x) ((int64_t)(x) * 86400000)
 
 static const char *const tls_modes[] = { "required", "opportunistic", "none", NULL };
 static const char *const compressions[] = { "none", "gzip", "snappy", "lz4", "zstd", NULL };
@@ -183,6 +184,25 @@ static const struct config_key keys[] = {
 
 	{ "log.level", KT_CHOICE, F_STR(log_level), "info", 0, 0, log_levels, check_log_level, 0,
 	  KF_RELOAD, "lowest level written: debug, info, warn or error" },
+
+	{ "retention.enabled", KT_BOOL, F_INT(retention_enabled), "true", 0, 1, NULL, NULL, 0, KF_RELOAD,
+	  "remove finished rows after the retentions below (one dispatcher at a time does it)" },
+	{ "retention.sent", KT_DURATION, F_I64(retention_sent_ms), "7d", 0, DAY(3650), NULL, NULL, 0,
+	  KF_RELOAD, "how long sent messages are kept after sending; 0 = forever" },
+	{ "retention.cancelled", KT_DURATION, F_I64(retention_cancelled_ms), "7d", 0, DAY(3650), NULL, NULL,
+	  0, KF_RELOAD, "how long cancelled messages are kept; 0 = forever" },
+	{ "retention.failed", KT_DURATION, F_I64(retention_failed_ms), "30d", 0, DAY(3650), NULL, NULL, 0,
+	  KF_RELOAD, "how long failed messages (and events Kafka refused) are kept; 0 = forever" },
+	{ "retention.dead", KT_DURATION, F_I64(retention_dead_ms), "30d", 0, DAY(3650), NULL, NULL, 0,
+	  KF_RELOAD, "how long dead messages (attempts exhausted) are kept; 0 = forever" },
+	{ "retention.published", KT_DURATION, F_I64(retention_published_ms), "7d", 0, DAY(3650), NULL, NULL,
+	  0, KF_RELOAD, "how long events are kept after Kafka took them; 0 = forever (unpublished: always)" },
+	{ "retention.interval", KT_DURATION, F_I64(retention_interval_ms), "1m", SEC(1), DAY(1), NULL, NULL,
+	  0, KF_RELOAD, "time between the end of one retention pass and the start of the next" },
+	{ "retention.batch_size", KT_INT, F_INT(retention_batch_size), "1000", 10, 100000, NULL, NULL, 0,
+	  KF_RELOAD, "rows looked at per table in one purge batch" },
+	{ "retention.pause", KT_DURATION, F_I64(retention_pause_ms), "50ms", 0, MIN(1), NULL, NULL, 0,
+	  KF_RELOAD, "least time between two batches (more while the queue has a backlog or the database is slow)" },
 
 	{ "status.max_oldest_pending", KT_DURATION, F_I64(status_max_oldest_pending_ms), "5m", SEC(1),
 	  HOUR(720), NULL, NULL, 0, KF_RELOAD, "`outboxd status` fails when the oldest due message is older" },
@@ -323,7 +343,7 @@ struct unit {
 };
 
 static const struct unit duration_units[] = { { "ms", 1 }, { "s", 1000 }, { "m", 60000 },
-					      { "h", 3600000 }, { NULL, 0 } };
+					      { "h", 3600000 }, { "d", 86400000 }, { NULL, 0 } };
 
 /* "<digits><unit>"; a bare "0" is accepted because zero needs no unit. */
 static int parse_with_unit(const char *s, const struct unit *units, const char *example, int64_t *out,

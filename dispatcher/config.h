@@ -67,6 +67,17 @@ struct config {
 	int http_console_show_body;    /* http.console_show_body */
 	char *log_level;               /* log.level */
 
+	/* retention (all reloadable; durations 0 = keep forever) */
+	int retention_enabled;         /* retention.enabled */
+	int64_t retention_sent_ms;     /* retention.sent */
+	int64_t retention_cancelled_ms; /* retention.cancelled */
+	int64_t retention_failed_ms;   /* retention.failed: messages and refused events */
+	int64_t retention_dead_ms;     /* retention.dead */
+	int64_t retention_published_ms; /* retention.published: events */
+	int64_t retention_interval_ms; /* retention.interval: between passes */
+	int retention_batch_size;      /* retention.batch_size */
+	int64_t retention_pause_ms;    /* retention.pause: least time between batches */
+
 	/* status thresholds (outboxd status exit code) */
 	int64_t status_max_oldest_pending_ms; /* status.max_oldest_pending */
 	int64_t status_max_failed_last_hour;  /* status.max_failed_last_hour */

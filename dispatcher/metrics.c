@@ -780,6 +780,22 @@ static void register_kafka_breaker(struct reg_ctx *x, struct outboxd_metrics *om
 			(void)note_child(x, metrics_child(f, sinks[i], states[j], NULL));
 }
 
+static void register_retention(struct reg_ctx *x, struct outboxd_metrics *om)
+{
+	om->retention_removed = note(x, metrics_counter_new(x->reg, "outboxd_retention_removed_total",
+		"Finished rows removed by retention on this dispatcher, by table and state "
+		"(state partition: rows of a dropped partition).", "table", "state", NULL));
+	om->retention_dropped = solo(x, note(x, metrics_counter_new(x->reg,
+		"outboxd_retention_partitions_dropped_total",
+		"Partitions dropped by retention on this dispatcher (partitioned layout).", NULL)));
+	om->retention_last_pass = solo(x, note(x, metrics_gauge_new(x->reg,
+		"outboxd_retention_last_pass_timestamp_seconds",
+		"End of this dispatcher's last complete retention pass, seconds since the epoch; "
+		"0 = none yet.", NULL)));
+	om->retention_leader = solo(x, note(x, metrics_gauge_new(x->reg, "outboxd_retention_leader",
+		"1 while this dispatcher holds the retention lock (one dispatcher purges).", NULL)));
+}
+
 struct outboxd_metrics *outboxd_metrics_new(struct metrics *reg, const char *version)
 {
 	struct outboxd_metrics *om = calloc(1, sizeof(*om));
@@ -798,6 +814,7 @@ struct outboxd_metrics *outboxd_metrics_new(struct metrics *reg, const char *ver
 	register_messages(&x, om);
 	register_queue(&x, om);
 	register_kafka_breaker(&x, om);
+	register_retention(&x, om);
 	if (!x.failed && metrics_register_process(reg) < 0)
 		x.failed = 1;
 	if (x.failed) {

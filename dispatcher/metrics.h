@@ -151,6 +151,10 @@ struct outboxd_metrics {
 	struct metrics_child *oldest_xact_age;
 	struct metrics_family *build_info;
 	struct metrics_child *up;
+	/* retention: outboxd_retention_removed_total{table,state}, partitions dropped,
+	 * time of the last finished pass, and whether this dispatcher is the one purging */
+	struct metrics_family *retention_removed;
+	struct metrics_child *retention_dropped, *retention_last_pass, *retention_leader;
 };
 
 /*

@@ -26,6 +26,12 @@ static const char *const STATUS_SQL =
 	"      SELECT id, state, last_smtp_code, last_error, updated_at FROM outbox.messages"
 	"       WHERE state IN ('failed', 'dead') AND updated_at > now() - interval '1 hour'"
 	"       ORDER BY updated_at DESC LIMIT 5) f),"
+	" 'retention', (SELECT json_object_agg(r.tbl, json_build_object('removed_total', r.removed_total,"
+	"      'last_pass_removed', r.last_pass_removed, 'partitions_dropped', r.partitions_dropped,"
+	"      'last_pass_age_seconds', extract(epoch FROM now() - r.last_pass_at),"
+	"      'last_batch_age_seconds', extract(epoch FROM now() - r.last_batch_at), 'by', r.last_owner))"
+	"      FROM outbox.retention_state r),"
+	" 'layout', outbox.layout(),"
 	" 'schema_version', (SELECT max(version) FROM outbox.schema_migrations))::text";
 
 static int mirror_enabled(const struct config *cfg)
@@ -38,7 +44,27 @@ static double num(json_t *o, const char *k)
 	return json_number_value(json_object_get(o, k));
 }
 
-static void print_table(json_t *s, int mirror_on)
+/* One line per table: when the last pass ended, what it and all passes removed. */
+static void print_retention(json_t *r, const char *layout, int on)
+{
+	static const char *const tables[] = { "messages", "events" };
+	size_t i;
+
+	printf("%-34s %s layout%s\n", "retention", layout ? layout : "?", on ? "" : ", off in this configuration");
+	for (i = 0; i < 2; i++) {
+		json_t *t = json_object_get(r, tables[i]), *age = json_object_get(t, "last_pass_age_seconds");
+		char when[64];
+
+		if (json_is_number(age))
+			snprintf(when, sizeof(when), "last pass %.0f s ago", json_number_value(age));
+		else
+			snprintf(when, sizeof(when), "no pass yet");
+		printf("  %-32s %s, removed %.0f (last pass %.0f), %.0f partitions dropped\n", tables[i], when,
+		       num(t, "removed_total"), num(t, "last_pass_removed"), num(t, "partitions_dropped"));
+	}
+}
+
+static void print_table(json_t *s, int mirror_on, int retention_on)
 {
 	json_t *depth = json_object_get(s, "depth"), *h = json_object_get(s, "health"),
 	       *m = json_object_get(s, "mirror"), *f = json_object_get(s, "recent_failures"), *v;
@@ -58,6 +84,7 @@ static void print_table(json_t *s, int mirror_on)
 	printf("%-34s %.0f events, oldest %.1f s, %.0f failed%s\n", "kafka mirror lag", num(m, "unpublished"),
 	       num(m, "oldest_unpublished_age_seconds"), num(m, "failed"),
 	       mirror_on ? "" : " (mirror off: not checked)");
+	print_retention(json_object_get(s, "retention"), json_string_value(json_object_get(s, "layout")), retention_on);
 	if (json_array_size(f) > 0) {
 		printf("recent failures:\n");
 		json_array_foreach(f, i, v)
@@ -181,7 +208,7 @@ int status_main(int argc, char **argv)
 		json_dumpf(s, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
 		printf("\n");
 	} else {
-		print_table(s, mirror_enabled(&cfg));
+		print_table(s, mirror_enabled(&cfg), cfg.retention_enabled);
 		printf("%s\n", rc == 0 ? "healthy" : "UNHEALTHY");
 	}
 out:

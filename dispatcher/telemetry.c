@@ -226,6 +226,26 @@ void telemetry_kafka_publish(struct telemetry *t, const char *outcome, unsigned 
 	metrics_add(c, n);
 }
 
+void telemetry_retention_removed(struct telemetry *t, const char *table, const char *state, double n)
+{
+	metrics_add(metrics_child(t->om->retention_removed, table, state, NULL), n);
+}
+
+void telemetry_retention_dropped(struct telemetry *t, unsigned n)
+{
+	metrics_add(t->om->retention_dropped, n);
+}
+
+void telemetry_retention_pass(struct telemetry *t, double unix_time)
+{
+	metrics_set(t->om->retention_last_pass, unix_time);
+}
+
+void telemetry_retention_leader(struct telemetry *t, int leader)
+{
+	metrics_set(t->om->retention_leader, leader ? 1 : 0);
+}
+
 static void apply_stats(struct telemetry *t, json_t *o)
 {
 	struct outboxd_metrics *om = t->om;

@@ -39,6 +39,12 @@ void telemetry_breaker(struct telemetry *t, const char *sink, enum breaker_state
 void telemetry_breaker_changed(void *arg, enum breaker_state from, enum breaker_state to);
 /* Kafka mirror: n records with outcome "published", "failed" or "retry". */
 void telemetry_kafka_publish(struct telemetry *t, const char *outcome, unsigned n);
+/* Retention: n rows of table removed in state; partitions dropped; the end of a pass
+ * (unix time); whether this process holds the retention lock. */
+void telemetry_retention_removed(struct telemetry *t, const char *table, const char *state, double n);
+void telemetry_retention_dropped(struct telemetry *t, unsigned n);
+void telemetry_retention_pass(struct telemetry *t, double unix_time);
+void telemetry_retention_leader(struct telemetry *t, int leader);
 /* Called once a second by the dispatcher's maintenance tick. */
 void telemetry_tick(struct telemetry *t, unsigned ticks);
 

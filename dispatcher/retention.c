@@ -1,0 +1,318 @@
+/* Retention on the loop: elect through a session advisory lock (like the Kafka mirror), then
+ * run passes of outbox.purge() batches on a connection of its own, spacing the batches so
+ * the purge never takes more than about half of the database's time, and stepping aside
+ * while the dispatchers have a backlog. The SQL decides what may go (sql/50_retention.sql). */
+#include "retention.h"
+
+#include <event2/event.h>
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "log.h"
+#include "pg.h"
+#include "telemetry.h"
+
+/* "outboxrt"; outbox.retention_lock_key() says the same. */
+#define RETENTION_LOCK_KEY "8031453476610929268"
+#define LOCK_RETRY_TICKS 10      /* a follower asks for the lock again every 10 s */
+#define BACKLOG_ROWS 1000        /* due pending messages above which the purge steps aside */
+#define BACKLOG_PAUSE_MS 5000
+#define ERROR_PAUSE_MS 30000
+#define SLOW_BATCH_MS 1000       /* a batch slower than this means the database is busy */
+#define MAX_PAUSE_MS 30000
+
+struct retention {
+	struct event_base *base;
+	struct telemetry *tm;
+	struct pgconn *pg;
+	struct event *ev_batch;
+	/* reloadable settings */
+	int enabled;
+	int batch_size;
+	int64_t sent_ms, cancelled_ms, failed_ms, dead_ms, published_ms;
+	int64_t interval_ms, pause_ms;
+	/* state */
+	unsigned ticks, next_lock_tick;
+	int leader;
+	int querying;  /* a lock, unlock or purge query is on the wire */
+	int in_pass;   /* a pass started and has not finished */
+	int stopping;
+	uint64_t next_pass_ms;
+	uint64_t batch_started_ms;
+	long long pass_removed;
+};
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void take_settings(struct retention *r, const struct config *cfg)
+{
+	r->enabled = cfg->retention_enabled;
+	r->batch_size = cfg->retention_batch_size;
+	r->sent_ms = cfg->retention_sent_ms;
+	r->cancelled_ms = cfg->retention_cancelled_ms;
+	r->failed_ms = cfg->retention_failed_ms;
+	r->dead_ms = cfg->retention_dead_ms;
+	r->published_ms = cfg->retention_published_ms;
+	r->interval_ms = cfg->retention_interval_ms;
+	r->pause_ms = cfg->retention_pause_ms;
+}
+
+static void set_leader(struct retention *r, int leader, const char *why)
+{
+	if (r->leader != leader)
+		log_info(leader ? "retention: this dispatcher purges" : "retention: no longer purging", "sreason", why,
+			 NULL);
+	r->leader = leader;
+	telemetry_retention_leader(r->tm, leader);
+	if (!leader) {
+		r->in_pass = 0;
+		evtimer_del(r->ev_batch);
+	}
+}
+
+static void schedule_batch(struct retention *r, int64_t delay_ms)
+{
+	struct timeval tv = { (time_t)(delay_ms / 1000), (suseconds_t)((delay_ms % 1000) * 1000) };
+	evtimer_add(r->ev_batch, &tv);
+}
+
+static void end_pass(struct retention *r, const char *how)
+{
+	r->in_pass = 0;
+	r->next_pass_ms = now_ms() + (uint64_t)r->interval_ms;
+	telemetry_retention_pass(r->tm, (double)time(NULL));
+	log_info("retention: pass finished", "sresult", how, "iremoved", r->pass_removed, NULL);
+	r->pass_removed = 0;
+}
+
+/* Adds one table's {state: n} removals to the metrics; returns their sum. */
+static long long count_removed(struct retention *r, const char *table, json_t *states)
+{
+	const char *state;
+	json_t *n;
+	long long sum = 0;
+
+	json_object_foreach(states, state, n)
+	{
+		long long v = (long long)json_number_value(n);
+		if (v > 0) {
+			telemetry_retention_removed(r->tm, table, state, (double)v);
+			sum += v;
+		}
+	}
+	return sum;
+}
+
+static void on_purge_done(void *arg, const struct pg_result *res, const char *err)
+{
+	struct retention *r = arg;
+	uint64_t took = now_ms() - r->batch_started_ms;
+	json_t *o, *removed;
+	int more, backlog;
+	int64_t pause;
+
+	r->querying = 0;
+	if (r->stopping || !r->leader)
+		return;
+	if (res == NULL || !pg_result_ok(res) || pg_ntuples(res) != 1) {
+		const char *why = err ? err : pg_result_error(res);
+		/* 55P03 from the purge itself: the lock is not ours (the session was replaced) */
+		if (res && strcmp(pg_result_sqlstate(res), "55P03") == 0)
+			set_leader(r, 0, why);
+		log_warn("retention: batch failed; retrying later", "serror", why, NULL);
+		r->in_pass = 0;
+		r->next_pass_ms = now_ms() + ERROR_PAUSE_MS;
+		return;
+	}
+	o = json_loads(pg_value(res, 0, 0), 0, NULL);
+	if (o == NULL) {
+		end_pass(r, "unreadable result");
+		return;
+	}
+	removed = json_object_get(o, "removed");
+	r->pass_removed += count_removed(r, "messages", json_object_get(removed, "messages"));
+	r->pass_removed += count_removed(r, "events", json_object_get(removed, "events"));
+	telemetry_retention_dropped(r->tm, (unsigned)json_integer_value(json_object_get(o, "dropped")));
+	more = json_is_true(json_object_get(o, "more"));
+	backlog = (int)json_integer_value(json_object_get(o, "backlog"));
+	json_decref(o);
+	if (!more) {
+		end_pass(r, "done");
+		return;
+	}
+	/* Space batches by at least their own duration (the purge takes at most about half of
+	 * one connection's time), much more when the database is slow, and step aside while
+	 * the dispatchers are behind: delivery comes first. */
+	pause = r->pause_ms > (int64_t)took ? r->pause_ms : (int64_t)took;
+	if (took > SLOW_BATCH_MS)
+		pause = (int64_t)took * 10;
+	if (backlog >= BACKLOG_ROWS && pause < BACKLOG_PAUSE_MS)
+		pause = BACKLOG_PAUSE_MS;
+	if (pause > MAX_PAUSE_MS)
+		pause = MAX_PAUSE_MS;
+	schedule_batch(r, pause);
+}
+
+static void fmt_interval(char *buf, size_t len, int64_t ms)
+{
+	snprintf(buf, len, "%lld milliseconds", (long long)ms);
+}
+
+static void on_batch_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct retention *r = arg;
+	char sent[48], cancelled[48], failed[48], dead[48], published[48], limit[16];
+	const char *params[6] = { sent, cancelled, failed, dead, published, limit };
+	(void)fd;
+	(void)what;
+
+	if (r->stopping || !r->leader || !r->enabled || r->querying || !pg_ready(r->pg))
+		return;
+	fmt_interval(sent, sizeof(sent), r->sent_ms);
+	fmt_interval(cancelled, sizeof(cancelled), r->cancelled_ms);
+	fmt_interval(failed, sizeof(failed), r->failed_ms);
+	fmt_interval(dead, sizeof(dead), r->dead_ms);
+	fmt_interval(published, sizeof(published), r->published_ms);
+	snprintf(limit, sizeof(limit), "%d", r->batch_size);
+	r->batch_started_ms = now_ms();
+	if (pg_query(r->pg,
+		     "SELECT outbox.purge($1::interval, $2::interval, $3::interval, $4::interval, $5::interval, "
+		     "$6::integer)::text",
+		     6, params, 0, on_purge_done, r) == 0)
+		r->querying = 1;
+	else
+		r->in_pass = 0;
+}
+
+static void on_lock_done(void *arg, const struct pg_result *res, const char *err)
+{
+	struct retention *r = arg;
+
+	r->querying = 0;
+	if (res == NULL || !pg_result_ok(res) || pg_ntuples(res) != 1) {
+		log_warn("retention: lock request failed", "serror", err ? err : pg_result_error(res), NULL);
+		return;
+	}
+	if (strcmp(pg_value(res, 0, 0), "t") == 0)
+		set_leader(r, 1, "lock taken");
+}
+
+static void on_unlock_done(void *arg, const struct pg_result *res, const char *err)
+{
+	struct retention *r = arg;
+	(void)res;
+	(void)err;
+	r->querying = 0;
+}
+
+void retention_tick(struct retention *r)
+{
+	if (r == NULL || r->stopping)
+		return;
+	r->ticks++;
+	if (r->querying || !pg_ready(r->pg))
+		return;
+	if (!r->enabled) {
+		/* switched off by a reload: let another replica (or nobody) have the lock */
+		if (r->leader) {
+			set_leader(r, 0, "retention.enabled off");
+			if (pg_query(r->pg, "SELECT pg_advisory_unlock(" RETENTION_LOCK_KEY ")", 0, NULL, 10000,
+				     on_unlock_done, r) == 0)
+				r->querying = 1;
+		}
+		return;
+	}
+	if (!r->leader) {
+		if (r->ticks < r->next_lock_tick)
+			return;
+		r->next_lock_tick = r->ticks + LOCK_RETRY_TICKS;
+		if (pg_query(r->pg, "SELECT pg_try_advisory_lock(" RETENTION_LOCK_KEY ")", 0, NULL, 10000, on_lock_done,
+			     r) == 0)
+			r->querying = 1;
+		return;
+	}
+	if (!r->in_pass && now_ms() >= r->next_pass_ms) {
+		r->in_pass = 1;
+		r->pass_removed = 0;
+		schedule_batch(r, 0);
+	}
+}
+
+static void on_connect(struct pgconn *c, void *arg)
+{
+	struct retention *r = arg;
+	(void)c;
+	/* a new session holds no lock: ask at once */
+	r->querying = 0;
+	r->next_lock_tick = r->ticks;
+}
+
+static void on_disconnect(struct pgconn *c, void *arg, const char *reason)
+{
+	struct retention *r = arg;
+	(void)c;
+	r->querying = 0;
+	/* the lock went with the session */
+	set_leader(r, 0, reason);
+}
+
+struct retention *retention_new(struct event_base *base, const struct config *cfg, struct telemetry *tm,
+				char *errbuf, size_t errlen)
+{
+	struct retention *r = calloc(1, sizeof(*r));
+	struct pg_callbacks cb = { .on_connect = on_connect, .on_disconnect = on_disconnect };
+
+	if (r == NULL || (r->ev_batch = evtimer_new(base, on_batch_timer, r)) == NULL) {
+		snprintf(errbuf, errlen, "out of memory");
+		free(r);
+		return NULL;
+	}
+	r->base = base;
+	r->tm = tm;
+	take_settings(r, cfg);
+	/* Statements stay short (small batches); a partition drop waits 100 ms at most for
+	 * its lock, set by the SQL itself. */
+	r->pg = pg_new(base, "outboxd-retention", cfg->database_url,
+		       "-c statement_timeout=60000 -c lock_timeout=5000 -c idle_in_transaction_session_timeout=60000",
+		       cfg->database_connect_timeout_ms, cfg->reconnect_max_ms, &cb, r);
+	if (r->pg == NULL) {
+		snprintf(errbuf, errlen, "cannot create the retention connection");
+		event_free(r->ev_batch);
+		free(r);
+		return NULL;
+	}
+	return r;
+}
+
+void retention_reload(struct retention *r, const struct config *cfg)
+{
+	if (r != NULL)
+		take_settings(r, cfg);
+}
+
+void retention_stop(struct retention *r)
+{
+	if (r == NULL)
+		return;
+	r->stopping = 1;
+	evtimer_del(r->ev_batch);
+}
+
+void retention_free(struct retention *r)
+{
+	if (r == NULL)
+		return;
+	event_free(r->ev_batch);
+	pg_close(r->pg);
+	free(r);
+}
