@@ -32,7 +32,7 @@ struct telemetry {
 /* Figures from SQL, all in one round trip, as one JSON document. */
 static const char *const STATS_SQL =
 	"SELECT json_build_object("
-	" 'depth', (SELECT json_object_agg(state, n) FROM outbox.queue_depth AS q(state, n)),"
+	" 'depth', (SELECT json_object_agg(state, n) FROM outbox.queue_depth_estimate AS q(state, n, exact)),"
 	" 'oldest', (SELECT oldest_due_pending_age_seconds FROM outbox.queue_health),"
 	" 'lag_rows', (SELECT unpublished FROM outbox.mirror_lag),"
 	" 'lag_seconds', (SELECT oldest_unpublished_age_seconds FROM outbox.mirror_lag),"

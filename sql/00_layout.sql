@@ -163,7 +163,7 @@ BEGIN
     -- deferred wake-up triggers of this transaction's inserts must run before the ALTERs
     SET CONSTRAINTS ALL IMMEDIATE;
     -- views read the tables by identity: dropped here, re-created by sql/30_views.sql
-    DROP VIEW IF EXISTS outbox.message_status, outbox.recipient_status, outbox.queue_depth,
+    DROP VIEW IF EXISTS outbox.message_status, outbox.recipient_status, outbox.queue_depth, outbox.queue_depth_estimate,
                         outbox.queue_health, outbox.mirror_lag;
     PERFORM outbox.partition_legacy('messages',
         ARRAY['messages_claim_idx', 'messages_lease_idx', 'messages_finished_bad_idx']);

@@ -79,7 +79,9 @@ BEGIN
                updated_at = now()
           FROM r
          WHERE m.id = r.id
-           AND m.state = 'sending'
+           -- "IS TRUE" keeps the lease index (state = 'sending') out: with statistics
+           -- that saw few leased rows it walked every leased row of every dispatcher
+           AND (m.state = 'sending') IS TRUE
            AND m.lease_owner = p_owner
            AND m.attempts = r.attempt
         RETURNING m.id, m.message_id, m.state, m.attempts, m.last_smtp_code, m.last_error

@@ -30,7 +30,7 @@ GRANT UPDATE (state, published_at, kafka_partition, kafka_offset, last_error)
     ON outbox.events TO outbox_dispatcher;
 
 -- Views (they run with the owner's rights, so no table privilege is needed to read them).
-GRANT SELECT ON outbox.message_status, outbox.recipient_status, outbox.queue_depth,
+GRANT SELECT ON outbox.message_status, outbox.recipient_status, outbox.queue_depth, outbox.queue_depth_estimate,
                 outbox.queue_health, outbox.mirror_lag
     TO outbox_producer, outbox_dispatcher;
 

@@ -153,7 +153,7 @@ SELECT ok(EXISTS (SELECT 1 FROM pg_proc WHERE oid = to_regprocedure(s)
                     'outbox.cancel(bigint)', 'outbox.requeue(bigint)',
                     'outbox.release(text,bigint[],integer[])', 'outbox.renew(text,bigint[],integer[],integer)']) AS s;
 SELECT views_are('outbox', ARRAY['message_status', 'recipient_status', 'queue_depth', 'queue_health',
-                 'mirror_lag']);
+                 'mirror_lag', 'queue_depth_estimate']);
 SELECT has_column('outbox', 'message_status', c, 'message_status has ' || c)
   FROM unnest(ARRAY['id', 'message_id', 'state', 'attempts', 'last_smtp_code', 'last_error', 'created_at',
                     'sent_at', 'next_attempt_at', 'outcome_unknown']) AS c;

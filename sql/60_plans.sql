@@ -1,0 +1,30 @@
+-- Plans of the hot path that do not depend on the tables' statistics. Runs after the files
+-- that define these functions (CREATE OR REPLACE drops a function's SET options, so they
+-- are set again here on every migrate).
+--
+-- Measured: after a TRUNCATE and ANALYZE (statistics of an empty table), the claim's
+-- "UPDATE ... FROM c WHERE m.id = c.id" joined the claimed ids by hashing them and reading
+-- the whole of outbox.messages, whose size then grew with every message of the round; after
+-- the next autovacuum ANALYZE it flipped to primary-key probes. Latency moved with the
+-- table's history and the time since the last ANALYZE. Every statement of these functions
+-- touches a bounded set of rows, each reachable through the primary key or a partial index,
+-- so the planner is held to those paths whatever it believes about the table (like
+-- outbox.mirror_mark_published, sql/40_mirror.sql). A disabled path still counts as a
+-- huge cost when nothing else can do the job (the claim's final sort), and that cost made
+-- PostgreSQL JIT-compile the claim: 0.5 s per call. JIT never pays on these statements.
+
+-- The claim also sorted every due row (a bitmap scan of the claim index, then a sort) when
+-- the statistics said few were pending: under a backlog that is a sort of the backlog per
+-- claim. The claim index is in claim order, so the ordered index scan under the LIMIT is
+-- always the plan wanted.
+ALTER FUNCTION outbox.claim(text, integer, integer)
+    SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+    SET enable_bitmapscan = off SET enable_sort = off SET jit = off;
+ALTER FUNCTION outbox.complete(text, jsonb)
+    SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off;
+ALTER FUNCTION outbox.renew(text, bigint[], integer[], integer)
+    SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off;
+ALTER FUNCTION outbox.release(text, bigint[], integer[])
+    SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off;
+ALTER FUNCTION outbox.release_owner(text)
+    SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off;

@@ -1,0 +1,72 @@
+-- The hot path's plans do not depend on the statistics: with the planner settings that
+-- outbox.claim and outbox.complete run with (sql/60_plans.sql), their statements probe the
+-- primary key and the partial indexes both right after TRUNCATE + ANALYZE (statistics of an
+-- empty table, then rows arrive) and with a large finished history analysed.
+BEGIN;
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pgtap;
+SELECT plan(12);
+
+CREATE FUNCTION pg_temp.plan(q text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    r text;
+    t text := '';
+BEGIN
+    FOR r IN EXECUTE 'EXPLAIN ' || q LOOP
+        t := t || r || E'\n';
+    END LOOP;
+    RETURN t;
+END
+$$;
+-- Runs with the SET options of function f applied (as the function itself runs).
+CREATE FUNCTION pg_temp.plan_as(f regprocedure, q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config(split_part(c, '=', 1), split_part(c, '=', 2), true)
+       FROM pg_catalog.pg_proc p, unnest(p.proconfig) c WHERE p.oid = f AND c LIKE 'enable\_%';
+    RETURN pg_temp.plan(q);
+END
+$$;
+-- the statements of outbox.claim (sql/10_lease.sql) and outbox.complete (sql/11_complete.sql)
+CREATE TEMP TABLE q (name text, f regprocedure, sql text);
+INSERT INTO q VALUES
+ ('claim', 'outbox.claim(text,integer,integer)', $$
+    WITH c AS MATERIALIZED (
+        SELECT m.id FROM outbox.messages m WHERE m.state = 'pending' AND m.next_attempt_at <= now()
+         ORDER BY m.priority DESC, m.next_attempt_at, m.id LIMIT 100 FOR UPDATE SKIP LOCKED
+    ) UPDATE outbox.messages m SET state = 'sending', lease_owner = 'x', lease_expires_at = now(),
+             attempts = m.attempts + 1 FROM c WHERE m.id = c.id RETURNING m.*$$),
+ ('complete', 'outbox.complete(text,jsonb)', $$
+    UPDATE outbox.messages m SET state = 'sent', lease_owner = NULL
+      FROM jsonb_to_recordset('[{"id": 1, "attempt": 1}]') AS r(id bigint, attempt integer)
+     WHERE m.id = r.id AND (m.state = 'sending') IS TRUE AND m.lease_owner = 'x' AND m.attempts = r.attempt$$);
+
+-- 1. statistics of an empty table, then a round's worth of rows (not analysed yet)
+TRUNCATE outbox.messages, outbox.events CASCADE;
+ANALYZE outbox.messages;
+INSERT INTO outbox.messages (recipients, subject, body_text)
+SELECT ARRAY['a@example.com'], 's' || i, repeat('b', 2000) FROM generate_series(1, 3000) i;
+UPDATE outbox.messages SET state = 'sent' WHERE id % 10 <> 0;
+
+SELECT unalike(pg_temp.plan_as(f, sql), '%Seq Scan on messages%', name || ': no scan of the whole table after TRUNCATE + ANALYZE')
+  FROM q ORDER BY name;
+SELECT unalike(pg_temp.plan_as(f, sql), '%Hash Join%', name || ': no hash join after TRUNCATE + ANALYZE') FROM q ORDER BY name;
+SELECT alike(pg_temp.plan_as(f, sql), '%Index Scan using messages_claim_idx%', 'claim: reads the partial claim index')
+  FROM q WHERE name = 'claim';
+SELECT alike(pg_temp.plan_as(f, sql), '%Index Scan using messages_pkey%', name || ': probes the primary key')
+  FROM q ORDER BY name;
+
+-- 2. a large finished history, analysed
+INSERT INTO outbox.messages (recipients, subject, body_text)
+SELECT ARRAY['a@example.com'], 'h' || i, 'b' FROM generate_series(1, 10000) i;
+UPDATE outbox.messages SET state = 'sent' WHERE subject LIKE 'h%';
+ANALYZE outbox.messages;
+SELECT unalike(pg_temp.plan_as(f, sql), '%Seq Scan on messages%', name || ': no scan of the whole table with history')
+  FROM q ORDER BY name;
+SELECT alike(pg_temp.plan_as(f, sql), '%Index Scan using messages_claim_idx%', 'claim: partial claim index with history')
+  FROM q WHERE name = 'claim';
+
+-- a disabled plan node still costs 1e10: without jit = off that cost made every claim JIT-compile (0.5 s)
+SELECT ok('jit=off' = ANY (p.proconfig), p.oid::regprocedure || ' runs without JIT')
+  FROM pg_catalog.pg_proc p WHERE p.oid IN (SELECT f FROM q) ORDER BY 1;
+SELECT * FROM finish();
+ROLLBACK;
