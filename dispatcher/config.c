@@ -727,7 +727,7 @@ static int key_set(struct config *cfg, const struct config_key *k, const char *t
 			return -1;
 		break;
 	case KT_DURATION:
-		if (parse_with_unit(text, duration_units, "30s, 250ms, 5m or 1h", &v, msg, msglen) < 0)
+		if (parse_with_unit(text, duration_units, "30s, 250ms, 5m, 1h or 7d", &v, msg, msglen) < 0)
 			return -1;
 		break;
 	case KT_BOOL:
