@@ -48,6 +48,7 @@ struct dispatcher {
 	struct pgconn *listen;
 	struct smtp_sink *smtp;
 	struct kafka_mirror *kafka; /* NULL when kafka.brokers is empty */
+	struct retention *retention; /* elected purger of finished rows (retention.c) */
 	struct breaker breaker;
 	struct telemetry *tm;
 	char owner[256];

@@ -22,7 +22,8 @@
  *   8. maintenance tick, each second  start-up retry, outcomes refused for a passing reason
  *                                     written again, listener heartbeat (every 10 s),
  *                                     breaker gauge and probe claim, telemetry_tick (queue
- *                                     figures), drain check
+ *                                     figures), retention_tick (election, purge passes on
+ *                                     its own connection: retention.c), drain check
  *   9. maintenance tick, 250 ms       kafka_mirror_tick: producer reports, lock campaign,
  *                                     read safety net, delivery results; the mirror's own
  *                                     sources (its connection, NOTIFY outbox_events, read and
@@ -49,6 +50,7 @@
 #include "log.h"
 #include "mirror.h"
 #include "pg.h"
+#include "retention.h"
 #include "smtp.h"
 #include "telemetry.h"
 
@@ -232,6 +234,7 @@ static void tick_second(struct dispatcher *d, uint64_t now)
 	if (breaker_state(&d->breaker) != BREAKER_CLOSED)
 		claim_kick(d);
 	telemetry_tick(d->tm, d->seconds);
+	retention_tick(d->retention);
 	if (d->state == RUN_DRAINING)
 		dispatcher_maybe_finish_drain(d);
 }
@@ -330,6 +333,7 @@ static void start_drain(struct dispatcher *d, const char *why)
 	smtp_cancel_queued(d->smtp);
 	if (d->kafka)
 		kafka_mirror_stop(d->kafka);
+	retention_stop(d->retention);
 	evtimer_add(d->ev_drain, &tv);
 	outcome_kick(d);
 }
@@ -502,6 +506,12 @@ int dispatcher_main(int argc, char **argv)
 			goto out;
 		}
 	}
+	d->retention = retention_new(d->base, &cfg, d->tm, err, sizeof(err));
+	if (d->retention == NULL) {
+		log_error("cannot start retention", "serror", err, NULL);
+		rc = 1;
+		goto out;
+	}
 	event_base_dispatch(d->base);
 	rc = d->exit_code;
 	log_info("outboxd stopped", "iexit", (long long)rc, NULL);
@@ -513,6 +523,7 @@ out:
 	smtp_free(d->smtp);
 	deliver_free_all(d);
 	kafka_mirror_free(d->kafka);
+	retention_free(d->retention);
 	telemetry_free(d->tm);
 	free_events(d);
 	json_decref(d->results);

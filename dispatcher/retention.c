@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "config.h"
 #include "log.h"
 #include "pg.h"
@@ -31,11 +32,8 @@ struct retention {
 	struct telemetry *tm;
 	struct pgconn *pg;
 	struct event *ev_batch;
-	/* reloadable settings */
-	int enabled;
-	int batch_size;
-	int64_t sent_ms, cancelled_ms, failed_ms, dead_ms, published_ms;
-	int64_t interval_ms, pause_ms;
+	/* read at each use: SIGHUP updates the retention.* keys in place */
+	const struct config *cfg;
 	/* state */
 	unsigned ticks, next_lock_tick;
 	int leader;
@@ -46,26 +44,6 @@ struct retention {
 	uint64_t batch_started_ms;
 	long long pass_removed;
 };
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void take_settings(struct retention *r, const struct config *cfg)
-{
-	r->enabled = cfg->retention_enabled;
-	r->batch_size = cfg->retention_batch_size;
-	r->sent_ms = cfg->retention_sent_ms;
-	r->cancelled_ms = cfg->retention_cancelled_ms;
-	r->failed_ms = cfg->retention_failed_ms;
-	r->dead_ms = cfg->retention_dead_ms;
-	r->published_ms = cfg->retention_published_ms;
-	r->interval_ms = cfg->retention_interval_ms;
-	r->pause_ms = cfg->retention_pause_ms;
-}
 
 static void set_leader(struct retention *r, int leader, const char *why)
 {
@@ -89,8 +67,8 @@ static void schedule_batch(struct retention *r, int64_t delay_ms)
 static void end_pass(struct retention *r, const char *how)
 {
 	r->in_pass = 0;
-	r->next_pass_ms = now_ms() + (uint64_t)r->interval_ms;
-	telemetry_retention_pass(r->tm, (double)time(NULL));
+	r->next_pass_ms = clock_mono_ms() + (uint64_t)r->cfg->retention_interval_ms;
+	telemetry_retention_pass(r->tm, clock_wall_s());
 	log_info("retention: pass finished", "sresult", how, "iremoved", r->pass_removed, NULL);
 	r->pass_removed = 0;
 }
@@ -116,7 +94,7 @@ static long long count_removed(struct retention *r, const char *table, json_t *s
 static void on_purge_done(void *arg, const struct pg_result *res, const char *err)
 {
 	struct retention *r = arg;
-	uint64_t took = now_ms() - r->batch_started_ms;
+	uint64_t took = clock_mono_ms() - r->batch_started_ms;
 	json_t *o, *removed;
 	int more, backlog;
 	int64_t pause;
@@ -131,7 +109,7 @@ static void on_purge_done(void *arg, const struct pg_result *res, const char *er
 			set_leader(r, 0, why);
 		log_warn("retention: batch failed; retrying later", "serror", why, NULL);
 		r->in_pass = 0;
-		r->next_pass_ms = now_ms() + ERROR_PAUSE_MS;
+		r->next_pass_ms = clock_mono_ms() + ERROR_PAUSE_MS;
 		return;
 	}
 	o = json_loads(pg_value(res, 0, 0), 0, NULL);
@@ -153,7 +131,7 @@ static void on_purge_done(void *arg, const struct pg_result *res, const char *er
 	/* Space batches by at least their own duration (the purge takes at most about half of
 	 * one connection's time), much more when the database is slow, and step aside while
 	 * the dispatchers are behind: delivery comes first. */
-	pause = r->pause_ms > (int64_t)took ? r->pause_ms : (int64_t)took;
+	pause = r->cfg->retention_pause_ms > (int64_t)took ? r->cfg->retention_pause_ms : (int64_t)took;
 	if (took > SLOW_BATCH_MS)
 		pause = (int64_t)took * 10;
 	if (backlog >= BACKLOG_ROWS && pause < BACKLOG_PAUSE_MS)
@@ -176,15 +154,15 @@ static void on_batch_timer(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 
-	if (r->stopping || !r->leader || !r->enabled || r->querying || !pg_ready(r->pg))
+	if (r->stopping || !r->leader || !r->cfg->retention_enabled || r->querying || !pg_ready(r->pg))
 		return;
-	fmt_interval(sent, sizeof(sent), r->sent_ms);
-	fmt_interval(cancelled, sizeof(cancelled), r->cancelled_ms);
-	fmt_interval(failed, sizeof(failed), r->failed_ms);
-	fmt_interval(dead, sizeof(dead), r->dead_ms);
-	fmt_interval(published, sizeof(published), r->published_ms);
-	snprintf(limit, sizeof(limit), "%d", r->batch_size);
-	r->batch_started_ms = now_ms();
+	fmt_interval(sent, sizeof(sent), r->cfg->retention_sent_ms);
+	fmt_interval(cancelled, sizeof(cancelled), r->cfg->retention_cancelled_ms);
+	fmt_interval(failed, sizeof(failed), r->cfg->retention_failed_ms);
+	fmt_interval(dead, sizeof(dead), r->cfg->retention_dead_ms);
+	fmt_interval(published, sizeof(published), r->cfg->retention_published_ms);
+	snprintf(limit, sizeof(limit), "%d", r->cfg->retention_batch_size);
+	r->batch_started_ms = clock_mono_ms();
 	if (pg_query(r->pg,
 		     "SELECT outbox.purge($1::interval, $2::interval, $3::interval, $4::interval, $5::interval, "
 		     "$6::integer)::text",
@@ -222,7 +200,7 @@ void retention_tick(struct retention *r)
 	r->ticks++;
 	if (r->querying || !pg_ready(r->pg))
 		return;
-	if (!r->enabled) {
+	if (!r->cfg->retention_enabled) {
 		/* switched off by a reload: let another replica (or nobody) have the lock */
 		if (r->leader) {
 			set_leader(r, 0, "retention.enabled off");
@@ -241,7 +219,7 @@ void retention_tick(struct retention *r)
 			r->querying = 1;
 		return;
 	}
-	if (!r->in_pass && now_ms() >= r->next_pass_ms) {
+	if (!r->in_pass && clock_mono_ms() >= r->next_pass_ms) {
 		r->in_pass = 1;
 		r->pass_removed = 0;
 		schedule_batch(r, 0);
@@ -279,7 +257,7 @@ struct retention *retention_new(struct event_base *base, const struct config *cf
 	}
 	r->base = base;
 	r->tm = tm;
-	take_settings(r, cfg);
+	r->cfg = cfg;
 	/* Statements stay short (small batches); a partition drop waits 100 ms at most for
 	 * its lock, set by the SQL itself. */
 	r->pg = pg_new(base, "outboxd-retention", cfg->database_url,
@@ -292,12 +270,6 @@ struct retention *retention_new(struct event_base *base, const struct config *cf
 		return NULL;
 	}
 	return r;
-}
-
-void retention_reload(struct retention *r, const struct config *cfg)
-{
-	if (r != NULL)
-		take_settings(r, cfg);
 }
 
 void retention_stop(struct retention *r)

@@ -13,12 +13,11 @@ struct telemetry;
 struct retention;
 
 /* Creates the module and its connection ("outboxd-retention"). It only runs when
- * retention.enabled is on and this process wins the lock. Returns NULL with errbuf set. */
+ * retention.enabled is on and this process wins the lock. cfg must outlive the module; its
+ * retention.* keys are read at each use, so a reload that changes them takes effect at
+ * once. Returns NULL with errbuf set. */
 struct retention *retention_new(struct event_base *base, const struct config *cfg, struct telemetry *tm,
 				char *errbuf, size_t errlen);
-
-/* Takes the reloadable retention.* keys from cfg (after SIGHUP). */
-void retention_reload(struct retention *r, const struct config *cfg);
 
 /* Called once a second by the dispatcher's maintenance tick: elects, starts passes. */
 void retention_tick(struct retention *r);

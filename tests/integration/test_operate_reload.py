@@ -26,6 +26,15 @@ NEW_VALUES = {
     "status.max_oldest_pending": "7m",
     "status.max_failed_last_hour": "42",
     "status.max_mirror_lag": "9m",
+    "retention.enabled": "false",
+    "retention.sent": "3d",
+    "retention.cancelled": "2d",
+    "retention.failed": "10d",
+    "retention.dead": "20d",
+    "retention.published": "1d",
+    "retention.interval": "2m",
+    "retention.batch_size": "500",
+    "retention.pause": "100ms",
 }
 BASE = {"log.level": "info", "dispatcher.poll_interval": "250ms"}
 
