@@ -77,13 +77,13 @@ SELECT count(*) AS unpublished,
 COMMENT ON VIEW outbox.mirror_lag IS 'Kafka mirror backlog: unpublished events, oldest age in seconds, failed events';
 
 -- Like queue_depth without reading the finished history: the unfinished and failure states
--- are counted exactly through their partial indexes, sent and cancelled (nearly the whole
--- table) are estimated from the planner's statistics (the state's frequency times the row
--- count, as of the last ANALYZE). The dispatcher reads this every few seconds: counting
+-- are counted exactly through their partial indexes; sent and cancelled (nearly the whole
+-- table) are counted too while the table is under 64 MiB, and above that estimated from the
+-- planner's statistics (the state's frequency times the row count, as of the last ANALYZE). The dispatcher reads this every few seconds: counting
 -- millions of sent rows there put a full scan of the table on the claim's connection.
 CREATE OR REPLACE VIEW outbox.queue_depth_estimate AS
 WITH rows AS (
-    SELECT sum(greatest(c.reltuples, 0)) AS n
+    SELECT sum(greatest(c.reltuples, 0)) AS n, sum(pg_catalog.pg_relation_size(c.oid)) AS bytes
       FROM pg_catalog.pg_class c
      WHERE c.relkind = 'r'
        AND (c.oid = 'outbox.messages'::regclass
@@ -101,13 +101,19 @@ SELECT x.state, x.count, x.exact
         UNION ALL
         SELECT 2, 'sending', (SELECT count(*) FROM outbox.messages m WHERE m.state = 'sending'), true
         UNION ALL
-        SELECT 3, 'sent', coalesce((SELECT round(freq.f * rows.n)::bigint FROM freq, rows WHERE freq.state = 'sent'), 0), false
+        SELECT 3, 'sent', CASE WHEN (SELECT rows.bytes FROM rows) < 67108864
+                    THEN (SELECT count(*) FROM outbox.messages m WHERE m.state = 'sent')
+                    ELSE coalesce((SELECT round(freq.f * rows.n)::bigint FROM freq, rows WHERE freq.state = 'sent'), 0) END,
+               (SELECT rows.bytes FROM rows) < 67108864
         UNION ALL
         SELECT 4, 'failed', (SELECT count(*) FROM outbox.messages m WHERE m.state = 'failed'), true
         UNION ALL
         SELECT 5, 'dead', (SELECT count(*) FROM outbox.messages m WHERE m.state = 'dead'), true
         UNION ALL
-        SELECT 6, 'cancelled', coalesce((SELECT round(freq.f * rows.n)::bigint FROM freq, rows WHERE freq.state = 'cancelled'), 0), false
+        SELECT 6, 'cancelled', CASE WHEN (SELECT rows.bytes FROM rows) < 67108864
+                    THEN (SELECT count(*) FROM outbox.messages m WHERE m.state = 'cancelled')
+                    ELSE coalesce((SELECT round(freq.f * rows.n)::bigint FROM freq, rows WHERE freq.state = 'cancelled'), 0) END,
+               (SELECT rows.bytes FROM rows) < 67108864
        ) x
  ORDER BY x.ord;
 COMMENT ON VIEW outbox.queue_depth_estimate IS
