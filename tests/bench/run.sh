@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make bench: runs every benchmark under tests/bench that is present (notify_bench.sh,
-# smtp_bench.py, kafka_bench.*), one after another so they do not compete for the CPUs, then
+# smtp_bench.py, kafka_bench.*, volume_bench.py), one after another so they do not compete for the CPUs, then
 # prints the headline lines of each again as a summary. Benchmarks print figures and ratios
 # against a limit measured in the same run; nothing here is a timed pass/fail test. Exits
 # non-zero only when a benchmark could not run to its end.
@@ -22,7 +22,7 @@ trap 'exit 130' INT TERM
 
 # name -> command line; a benchmark may be a shell script or a Python script.
 benches=()
-for name in notify_bench smtp_bench kafka_bench; do
+for name in notify_bench smtp_bench kafka_bench volume_bench; do
   for f in "$HERE/$name.sh" "$HERE/$name.py"; do
     [ -f "$f" ] || continue
     if [ -n "${BENCH_ONLY:-}" ] && [[ $name != *${BENCH_ONLY}* ]]; then continue; fi

@@ -1,0 +1,99 @@
+#!/usr/bin/python3
+"""A benchmark SMTP relay that answers every command (greeting included) after a fixed
+delay, as a provider tens of milliseconds away would, and records for each message the wall
+time at which it sent the 250 for the final dot, with the message's Message-ID. With delay
+0 it is an instant sink. It offers no PIPELINING or CHUNKING, so a client pays one delay per
+command: greeting and EHLO per connection, then MAIL, RCPT (each), DATA and the dot.
+
+  delay_relay.py --port PORT [--delay-ms 20] [--log FILE]
+
+Each log line is "<unix time of the 250> <Message-ID without brackets>"; the log is flushed
+every 0.2 s and on SIGTERM, which stops the relay.
+"""
+import argparse
+import asyncio
+import signal
+import time
+
+
+class Relay:
+    def __init__(self, delay_s, log):
+        self.delay = delay_s
+        self.log = log
+        self.pending = []
+
+    async def reply(self, writer, text):
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        writer.write(text)
+        await writer.drain()
+
+    async def session(self, reader, writer):
+        try:
+            await self.reply(writer, b"220 relay ESMTP bench\r\n")
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    await self.reply(writer, b"250-relay\r\n250-8BITMIME\r\n250 SIZE 52428800\r\n")
+                elif verb == b"DATA":
+                    await self.reply(writer, b"354 go ahead\r\n")
+                    mid, in_headers = None, True
+                    while True:
+                        d = await reader.readline()
+                        if not d or d in (b".\r\n", b".\n"):
+                            break
+                        if in_headers:
+                            if d in (b"\r\n", b"\n"):
+                                in_headers = False
+                            elif mid is None and d[:11].lower() == b"message-id:":
+                                mid = d[11:].strip().strip(b"<>").decode(errors="replace")
+                    if not d:
+                        return
+                    if self.delay:
+                        await asyncio.sleep(self.delay)
+                    writer.write(b"250 2.0.0 queued\r\n")
+                    self.pending.append(f"{time.time():.6f} {mid}\n")
+                    await writer.drain()
+                elif verb == b"QUIT":
+                    await self.reply(writer, b"221 bye\r\n")
+                    return
+                else:  # HELO, MAIL, RCPT, RSET, NOOP
+                    await self.reply(writer, b"250 ok\r\n")
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+
+    def flush(self):
+        if self.pending and self.log:
+            self.log.write("".join(self.pending))
+            self.log.flush()
+        self.pending.clear()
+
+
+async def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--delay-ms", type=float, default=0.0)
+    ap.add_argument("--log")
+    a = ap.parse_args()
+    log = open(a.log, "a") if a.log else None
+    relay = Relay(a.delay_ms / 1000.0, log)
+    server = await asyncio.start_server(relay.session, "127.0.0.1", a.port, backlog=512)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with server:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), 0.2)
+            except asyncio.TimeoutError:
+                pass
+            relay.flush()
+    relay.flush()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
