@@ -37,6 +37,8 @@ struct http_server {
 	struct metrics *reg;
 	http_ready_fn ready_cb;
 	void *arg;
+	http_route_fn extra;  /* further routes (the web console); NULL = none */
+	void *extra_arg;
 	int port;
 };
 
@@ -231,6 +233,8 @@ static void handle(struct evhttp_request *req, void *arg)
 	enum route r = route_of(uri != NULL ? evhttp_uri_get_path(uri) : NULL);
 	static const char not_found[] = "not found\n", not_allowed[] = "method not allowed\n";
 
+	if (r == ROUTE_NONE && srv->extra != NULL && srv->extra(srv->extra_arg, req))
+		return;
 	if (r == ROUTE_NONE) {
 		reply(req, HTTP_NOTFOUND, CT_TEXT, not_found, sizeof(not_found) - 1);
 		return;
@@ -301,6 +305,17 @@ fail:
 		evhttp_free(srv->http);
 	free(srv);
 	return NULL;
+}
+
+void http_set_routes(struct http_server *srv, http_route_fn fn, void *arg)
+{
+	srv->extra = fn;
+	srv->extra_arg = arg;
+}
+
+void http_reply(struct evhttp_request *req, int code, const char *type, const char *body, size_t len)
+{
+	reply(req, code, type, body, len);
 }
 
 int http_port(const struct http_server *srv)

@@ -17,6 +17,16 @@ struct http_server;
  */
 typedef int (*http_ready_fn)(void *arg, char *reason, size_t reason_len);
 
+struct evhttp_request;
+
+/*
+ * Further routes, asked about every path the server does not serve itself, whatever the
+ * method. Returns 0 to leave the request alone (the server answers 404), or 1 when it took
+ * the request: it then answers it, at once or later from the loop (evhttp keeps a request
+ * whose client went away until it is answered).
+ */
+typedef int (*http_route_fn)(void *arg, struct evhttp_request *req);
+
 /*
  * Binds addr ("ipv4:port", "[ipv6]:port" or "localhost:port"; port 0 picks a free
  * one; names are never resolved) and serves on base. reg is rendered for /metrics and
@@ -27,6 +37,13 @@ typedef int (*http_ready_fn)(void *arg, char *reason, size_t reason_len);
 struct http_server *http_start(struct event_base *base, const char *addr,
 			       struct metrics *reg, http_ready_fn ready_cb, void *arg,
 			       char *errbuf, size_t errlen) __attribute__((warn_unused_result));
+
+/* Sets the further routes (fn NULL: none); fn and arg must outlive the server. */
+void http_set_routes(struct http_server *srv, http_route_fn fn, void *arg);
+
+/* Sends a complete response with Content-Type `type` and Cache-Control: no-store; for
+ * HEAD only the headers (with the body's length). Headers added before stay. */
+void http_reply(struct evhttp_request *req, int code, const char *type, const char *body, size_t len);
 
 /* The port actually bound (useful after asking for port 0), or -1. */
 int http_port(const struct http_server *srv);

@@ -8,8 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "config.h"
+#include "console.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -20,6 +22,9 @@ struct telemetry {
 	struct metrics *reg;
 	struct outboxd_metrics *om;
 	struct http_server *http;
+	struct console *console;  /* the web console on the HTTP port, or NULL */
+	json_t *figures;          /* the last queue figures read (STATS_SQL), or NULL */
+	double figures_at;        /* when, CLOCK_MONOTONIC seconds */
 	struct pgconn *work;
 	const struct breaker *smtp_breaker;
 	enum breaker_state last_smtp;  /* last state reported per sink, to count transitions */
@@ -100,6 +105,14 @@ struct telemetry *telemetry_new(struct event_base *base, const struct config *cf
 			return NULL;
 		}
 		log_info("http listening", "slisten", cfg->http_listen, NULL);
+		if (cfg->http_console) {
+			t->console = console_new(base, cfg, t, errbuf, errlen);
+			if (t->console == NULL) {
+				telemetry_free(t);
+				return NULL;
+			}
+			http_set_routes(t->http, console_route, t->console);
+		}
 	}
 	return t;
 }
@@ -113,8 +126,11 @@ void telemetry_free(struct telemetry *t)
 {
 	if (t == NULL)
 		return;
+	/* the console answers the requests still waiting for it while the server is up */
+	console_free(t->console);
 	if (t->http)
 		http_stop(t->http);
+	json_decref(t->figures);
 	outboxd_metrics_free(t->om);
 	metrics_free(t->reg);
 	free(t);
@@ -288,8 +304,13 @@ static void on_stats(void *arg, const struct pg_result *res, const char *err)
 	}
 	o = json_loads(pg_value(res, 0, 0), 0, NULL);
 	if (o) {
+		struct timespec ts;
+
 		apply_stats(t, o);
-		json_decref(o);
+		json_decref(t->figures);
+		t->figures = o;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		t->figures_at = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 	}
 }
 
@@ -302,4 +323,17 @@ void telemetry_tick(struct telemetry *t, unsigned ticks)
 		return;
 	if (pg_query(t->work, STATS_SQL, 0, NULL, 10000, on_stats, t) == 0)
 		t->stats_running = 1;
+}
+
+json_t *telemetry_figures(const struct telemetry *t, double *at)
+{
+	*at = t->figures_at;
+	return t->figures;
+}
+
+enum breaker_state telemetry_breaker_state(const struct telemetry *t, const char *sink)
+{
+	if (strcmp(sink, "kafka") == 0)
+		return t->last_kafka;
+	return t->smtp_breaker ? breaker_state(t->smtp_breaker) : t->last_smtp;
 }

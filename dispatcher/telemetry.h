@@ -45,6 +45,12 @@ void telemetry_retention_removed(struct telemetry *t, const char *table, const c
 void telemetry_retention_dropped(struct telemetry *t, unsigned n);
 void telemetry_retention_pass(struct telemetry *t, double unix_time);
 void telemetry_retention_leader(struct telemetry *t, int leader);
+/* The queue figures read last (object: depth, oldest, lag_rows, lag_seconds, ...), borrowed
+ * until the next read, with when they were read (CLOCK_MONOTONIC seconds) in *at; NULL before
+ * the first read. */
+struct json_t *telemetry_figures(const struct telemetry *t, double *at);
+/* The breaker of sink ("smtp" or "kafka") as last seen. */
+enum breaker_state telemetry_breaker_state(const struct telemetry *t, const char *sink);
 /* Called once a second by the dispatcher's maintenance tick. */
 void telemetry_tick(struct telemetry *t, unsigned ticks);
 

@@ -52,3 +52,10 @@ GRANT EXECUTE ON FUNCTION
     outbox.set_lifecycle_events(boolean)
     TO outbox_dispatcher;
 GRANT EXECUTE ON FUNCTION outbox.cancel(bigint), outbox.requeue(bigint) TO outbox_producer;
+
+-- The web console on the dispatcher's HTTP port reads through its own functions and, when a
+-- console token is configured, requeues and cancels like an operator.
+GRANT EXECUTE ON FUNCTION
+    outbox.console_overview(integer, integer), outbox.console_message(bigint, text, boolean, integer),
+    outbox.console_search(text, integer, integer), outbox.cancel(bigint), outbox.requeue(bigint)
+    TO outbox_dispatcher;

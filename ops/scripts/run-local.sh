@@ -122,12 +122,18 @@ if [ "${KAFKA:-0}" = 1 ]; then
 fi
 
 http_url="http://$HTTP_LISTEN"
+# The console's requeue/cancel token for this local stack, made once and kept with the data.
+token_file=${OUTBOXD_HTTP_CONSOLE_TOKEN_FILE:-$LOCAL/console-token}
+if [ ! -s "$token_file" ]; then
+  (umask 077; od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$token_file")
+fi
 cat <<MSG
 
 outboxd local stack (data in $LOCAL, kept between runs; make run RESET=1 starts empty)
   database   $DBURL
   smtp       smtp://127.0.0.1:$SMTP_PORT  (mail captured in $MAILDIR)
   console    $http_url/   (also /metrics /health /health/ready)
+             token for its Requeue/Cancel buttons: $(cat "$token_file")
   kafka      ${kafka_brokers:-off (KAFKA=1 make run to start a local broker)}
 
 In another terminal:
@@ -146,6 +152,7 @@ export OUTBOXD_SMTP_TLS=${OUTBOXD_SMTP_TLS:-none}
 export OUTBOXD_SMTP_FROM=${OUTBOXD_SMTP_FROM:-outboxd@localhost}
 export OUTBOXD_KAFKA_BROKERS=$kafka_brokers
 export OUTBOXD_HTTP_LISTEN=$HTTP_LISTEN
+export OUTBOXD_HTTP_CONSOLE_TOKEN_FILE=$token_file
 setsid "$BIN" run </dev/null &
 outboxd_pid=$!
 echo "outboxd=$outboxd_pid" >>"$PIDFILE"

@@ -158,8 +158,8 @@ def test_make_run_delivers_an_insert_and_ctrl_c_stops_everything(top):
         assert r.returncode == 0, r.stdout + r.stderr
         assert "healthy" in r.stdout
         # The console the banner names answers.
-        with urllib.request.urlopen(f"http://127.0.0.1:{s.http_port}/health", timeout=10) as resp:
-            assert resp.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{s.http_port}/", timeout=10) as resp:
+            assert resp.status == 200 and b"Recent failed and dead" in resp.read()
     finally:
         s.signal_group(signal.SIGINT)  # what Ctrl-C does to the foreground group
     s.assert_stopped()
