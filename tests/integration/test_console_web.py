@@ -44,17 +44,19 @@ class Console:
 
 
 def failed_message(db, subject=HOSTILE, reply=f"550 5.1.1 {HOSTILE} no such user"):
-    """A message failed by the relay, with its per-recipient reply; returns its id."""
-    mid = int(db.scalar(
+    """A message failed by the relay, with its per-recipient replies; returns its id. One
+    transaction (one psql -c), so no dispatcher ever sees it pending."""
+    mid = "currval(pg_get_serial_sequence('outbox.messages', 'id'))"
+    return int(db.scalar(
         "INSERT INTO outbox.messages (recipients, cc, subject, body_text, max_attempts) "
         f"VALUES (ARRAY['Victim@Example.com'], ARRAY['cc@example.com'], $q${subject}$q$, "
-        "'secret body text 7c1e', 1000) RETURNING id"))
-    db.sql(f"UPDATE outbox.messages SET state = 'failed', attempts = 1, last_smtp_code = 550, "
-           f"last_error = $q${reply}$q$, updated_at = now() WHERE id = {mid}")
-    db.sql("INSERT INTO outbox.message_recipients (message, address, kind, state, smtp_code, last_error, attempts) "
-           f"VALUES ({mid}, 'Victim@Example.com', 'to', 'failed', 550, $q${reply}$q$, 1), "
-           f"({mid}, 'cc@example.com', 'cc', 'sent', 250, NULL, 1)")
-    return mid
+        "'secret body text 7c1e', 1000); "
+        "UPDATE outbox.messages SET state = 'failed', attempts = 1, last_smtp_code = 550, "
+        f"last_error = $q${reply}$q$, updated_at = now() WHERE id = {mid}; "
+        "INSERT INTO outbox.message_recipients (message, address, kind, state, smtp_code, last_error, attempts) "
+        f"VALUES ({mid}, 'Victim@Example.com', 'to', 'failed', 550, $q${reply}$q$, 1), "
+        f"({mid}, 'cc@example.com', 'cc', 'sent', 250, NULL, 1); "
+        f"SELECT {mid}"))
 
 
 def start_console(outboxd_factory, db, smtp_sink, tmp_path, token=TOKEN, env=None):
