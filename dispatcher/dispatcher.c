@@ -456,7 +456,7 @@ int dispatcher_main(int argc, char **argv)
 	rc = parse_args(argc, argv, &config_path);
 	if (rc >= 0)
 		return rc;
-	if (config_load(&cfg, config_path, stderr) != 0) {
+	if (config_load(&cfg, config_path, stderr) != 0 || config_require(&cfg, stderr) != 0) {
 		config_free(&cfg);
 		return 2;
 	}

@@ -118,9 +118,11 @@ def test_missing_database_url_exits_2_naming_the_key(url):
     assert "OUTBOXD_DATABASE_URL" in r.stderr
 
 
-def test_status_without_database_url_exits_2_naming_the_key():
-    r = subprocess.run([OUTBOXD, "status"], capture_output=True, text=True,
-                       env=clean_env(OUTBOXD_DATABASE_URL=None), cwd=ROOT, timeout=30)
+@pytest.mark.parametrize("command", ["status", "run"])
+def test_command_without_database_url_exits_2_naming_the_key(command):
+    """Not a retry loop twice a second for ever: `run` says what is missing and stops."""
+    r = subprocess.run([OUTBOXD, command], capture_output=True, text=True,
+                       env=clean_env(OUTBOXD_DATABASE_URL="", OUTBOXD_HTTP_LISTEN=""), cwd=ROOT, timeout=30)
     assert r.returncode == 2, r.stderr
     assert names_key(r.stderr, "database.url"), r.stderr
 
