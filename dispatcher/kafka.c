@@ -147,6 +147,12 @@ static void pub_log(const rd_kafka_t *rk, int level, const char *fac, const char
 	/* Syslog levels; connection failures come at 3 and are retried, so they are warnings. */
 	enum log_level l = level <= 2 ? LOG_ERROR : level <= 4 ? LOG_WARN : level <= 6 ? LOG_INFO : LOG_DEBUG;
 
+	/* A broker that has just started answers the idempotent producer's first PID request
+	 * with "coordinator load in progress" and librdkafka retries: routine (every `KAFKA=1
+	 * make run` meets it), so not a warning. */
+	if (l == LOG_WARN && strcmp(fac, "GETPID") == 0 && strstr(buf, "retrying") != NULL)
+		l = LOG_INFO;
+
 	(void)rk;
 	log_write(l, "librdkafka", "sfacility", fac, "stext", buf, NULL);
 }

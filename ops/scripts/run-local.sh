@@ -118,7 +118,7 @@ if [ "${KAFKA:-0}" = 1 ]; then
   kafka_env=$(bash ops/scripts/kafka.sh up --dir "$KAFKADIR") || exit 1
   eval "$kafka_env"
   kafka_brokers=$KAFKA_BOOTSTRAP
-  kcat_hint="  kcat -C -b $kafka_brokers -t outbox.event.email -f '%k %h %s\\n' -e   # the mirrored events"
+  kcat_hint="  kcat -q -C -b $kafka_brokers -t outbox.event.email -f '%k %h %s\\n' -e   # mirrored lifecycle events"
 fi
 
 http_url="http://$HTTP_LISTEN"

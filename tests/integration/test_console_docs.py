@@ -58,3 +58,34 @@ def test_each_recipient_receives_one_copy(migrated_db, smtp_sink, outboxd_factor
     assert sorted(delivered) == ["alice@example.com", "audit@example.com", "bob@example.com"]
     for m in smtp_sink.messages():
         assert "audit@example.com" not in (m.headers.get("Cc", "") + m.headers.get("To", ""))
+
+
+def test_readme_kcat_shows_the_mirror_and_a_fresh_broker_brings_no_warning(
+        kafka_broker_factory, migrated_db, smtp_sink, outboxd_factory):
+    """`KAFKA=1 make run` starts outboxd right after a new broker: no librdkafka warning for
+    the routine 'coordinator load in progress' retry; and the README's kcat lines, pointed at
+    the broker, show the mirrored domain event and the email's lifecycle events."""
+    import subprocess
+    broker = kafka_broker_factory(partitions=1)
+    d = outboxd_factory(smtp_sink.url, env={"OUTBOXD_KAFKA_BROKERS": broker.bootstrap})
+    migrated_db.sql("INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload) "
+                    "VALUES ('order', '42', 'OrderPaid', '{\"total\": 10}')")
+    migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
+                    "VALUES (ARRAY['a@example.com'], 'Hi', 'Hello')")
+    wait_until(lambda: migrated_db.scalar(
+        "SELECT count(*) FROM outbox.events WHERE state = 'published' "
+        "AND type IN ('OrderPaid', 'email.sent')") == "2", 60, what="events published")
+    warnings = [line for line in d.log_lines() if line.get("level") in ("warn", "error")]
+    assert not warnings, warnings
+
+    cmds = re.findall(r"^(kcat .*?)\s+#", read("README.md"), re.M)
+    assert len(cmds) == 2, cmds
+    out = ""
+    for cmd in cmds:
+        assert "127.0.0.1:9092" in cmd
+        r = subprocess.run(["bash", "-c", cmd.replace("127.0.0.1:9092", broker.bootstrap)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        out += r.stdout
+    assert re.search(r"^42 .*type=OrderPaid.* \{\"total\": 10\}$", out, re.M), out
+    assert "type=email.sent" in out, out
