@@ -2,7 +2,7 @@
 PREFIX    ?= /usr/local
 BUILD     ?= build
 CC        ?= cc
-PKGS      := libpq libevent libcurl rdkafka libcyaml jansson
+PKGS      := libpq libevent libevent_openssl openssl libcurl rdkafka libcyaml jansson
 VERSION   := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 # The newest migration this build expects; /health/ready compares it with the database.
 SCHEMA_VERSION := $(shell ls migrations 2>/dev/null | sed -nE 's/^0*([0-9]+)_.*\.sql$$/\1/p' | sort -n | tail -n 1)

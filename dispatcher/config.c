@@ -69,6 +69,7 @@ struct config_key {
 #define DAY(x) ((int64_t)(x) * 86400000)
 
 static const char *const tls_modes[] = { "required", "opportunistic", "none", NULL };
+static const char *const smtp_engines[] = { "native", "libcurl", NULL };
 static const char *const compressions[] = { "none", "gzip", "snappy", "lz4", "zstd", NULL };
 static const char *const security_protocols[] = { "plaintext", "ssl", "sasl_plaintext", "sasl_ssl",
 						   NULL };
@@ -117,6 +118,8 @@ static const struct config_key keys[] = {
 
 	{ "smtp.url", KT_STRING, F_STR(smtp_url), "smtp://127.0.0.1:25", 0, 0, NULL, check_smtp_url,
 	  0, 0, "relay: smtp://host[:port] (STARTTLS per smtp.tls) or smtps://host[:port]" },
+	{ "smtp.engine", KT_ENUM, F_ENUM(smtp_engine), "native", 0, 0, smtp_engines, NULL, 0, 0,
+	  "SMTP client: native (pipelining, chunking, one transaction for all recipients) or libcurl (one transaction per recipient)" },
 	{ "smtp.tls", KT_ENUM, F_ENUM(smtp_tls), "required", 0, 0, tls_modes, NULL, 0, 0,
 	  "STARTTLS on smtp://: required, opportunistic (may be stripped) or none" },
 	{ "smtp.from", KT_STRING, F_STR(smtp_from), "", 0, 0, NULL, check_address, 0, 0,
@@ -131,6 +134,11 @@ static const struct config_key keys[] = {
 	  F_STR(smtp_password), 0, "file holding the AUTH password; trailing CR/LF characters are dropped" },
 	{ "smtp.ca_file", KT_STRING, F_STR(smtp_ca_file), "", 0, 0, NULL, check_readable, 0, 0,
 	  "CA bundle used to verify the relay; empty = system store" },
+	{ "smtp.oauth_token_file", KT_STRING, F_STR(smtp_oauth_token_file), "", 0, 0, NULL,
+	  check_readable, 0, 0,
+	  "file holding an OAuth 2 bearer token for AUTH XOAUTH2 with smtp.username (native engine); re-read when it changes" },
+	{ "smtp.messages_per_connection", KT_INT, F_INT(smtp_max_messages), "100", 1, 1000000, NULL,
+	  NULL, 0, 0, "messages sent on one connection before it is closed and a new one opened (native engine)" },
 	{ "smtp.pool_size", KT_INT, F_INT(smtp_pool_size), "4", 1, 256, NULL, NULL, 0, 0,
 	  "connections kept to the relay" },
 	{ "smtp.connect_timeout", KT_DURATION, F_I64(smtp_connect_timeout_ms), "10s", MS(100), MIN(5),

@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 enum smtp_tls_mode { SMTP_TLS_REQUIRED, SMTP_TLS_OPPORTUNISTIC, SMTP_TLS_NONE };
+enum smtp_engine_kind { SMTP_ENGINE_NATIVE, SMTP_ENGINE_LIBCURL };
 
 /* Every duration is in milliseconds, every size in bytes. Strings are owned by the
  * config and freed by config_free(); NULL means unset. */
@@ -31,6 +32,7 @@ struct config {
 
 	/* smtp */
 	char *smtp_url;                /* smtp.url: smtp://host:port or smtps://host:port */
+	enum smtp_engine_kind smtp_engine; /* smtp.engine: native | libcurl */
 	enum smtp_tls_mode smtp_tls;   /* smtp.tls: required | opportunistic | none */
 	char *smtp_from;               /* smtp.from: default sender */
 	char *smtp_helo;               /* smtp.helo_name */
@@ -44,6 +46,8 @@ struct config {
 	double smtp_rate_limit;        /* smtp.rate_limit: messages/s, 0 = unlimited */
 	int smtp_breaker_threshold;    /* smtp.breaker.failures */
 	int64_t smtp_breaker_open_ms;  /* smtp.breaker.open_for */
+	int smtp_max_messages;         /* smtp.messages_per_connection (native engine) */
+	char *smtp_oauth_token_file;   /* smtp.oauth_token_file: XOAUTH2 bearer token, re-read when it changes */
 
 	/* kafka */
 	char *kafka_brokers;           /* kafka.brokers: "" = mirror off */

@@ -614,6 +614,21 @@ static int b64_encode(const char *str, size_t n, struct buf *o)
 	return 0;
 }
 
+int mime_base64(struct buf *out, const void *data, size_t n)
+{
+	const unsigned char *s = data;
+	char blk[4];
+
+	if (buf_reserve(out, (n + 2) / 3 * 4) < 0)
+		return -1;
+	for (size_t i = 0; i < n; i += 3) {
+		b64_block(s + i, n - i < 3 ? n - i : 3, blk);
+		if (buf_append(out, blk, 4) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 /* Longest line of CRLF-normalised text, in bytes, line ends not counted. */
 static size_t longest_line(const char *s, size_t len)
 {

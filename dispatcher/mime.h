@@ -72,6 +72,10 @@ int mime_build(const struct mime_msg *m, struct buf *out, char *errbuf, size_t e
 int mime_encode_words(struct buf *out, size_t name_len, const char *str, size_t len)
 	BUF_MUST_CHECK;
 
+/* Appends data[0..n) in base64 on one line, without line breaks (SASL responses).
+ * Returns 0, or -1 on OOM. */
+int mime_base64(struct buf *out, const void *data, size_t n) BUF_MUST_CHECK;
+
 /* 1 if s[0..len) is well-formed UTF-8 (no overlongs, surrogates or values past
  * U+10FFFF), else 0. */
 int mime_utf8_valid(const char *s, size_t len);

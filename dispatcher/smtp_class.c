@@ -152,6 +152,52 @@ struct smtp_outcome smtp_classify(int curlcode, long response_code, int flags)
 	return o; /* unreachable: the last row matches everything */
 }
 
+struct smtp_outcome smtp_classify_event(enum smtp_event ev, int code, int flags)
+{
+	int after = flags & SMTP_F_DATA_SENT;
+
+	switch (ev) {
+	case SMTP_EV_ACCEPTED:
+		return smtp_classify(CURLE_OK, code, flags);
+	case SMTP_EV_REFUSED:
+		return smtp_classify(CURLE_SEND_ERROR, code, flags & ~SMTP_F_DATA_SENT);
+	case SMTP_EV_DATA_REFUSED:
+		return smtp_classify(CURLE_WEIRD_SERVER_REPLY, code, flags | SMTP_F_DATA_SENT);
+	case SMTP_EV_GREETING:
+		return smtp_classify(CURLE_WEIRD_SERVER_REPLY, code, 0);
+	case SMTP_EV_EHLO_REFUSED:
+		return smtp_classify(CURLE_REMOTE_ACCESS_DENIED, code, 0);
+	case SMTP_EV_STARTTLS_FAILED:
+		return smtp_classify(CURLE_USE_SSL_FAILED, code, 0);
+	case SMTP_EV_AUTH_FAILED:
+		return smtp_classify(CURLE_LOGIN_DENIED, code, 0);
+	case SMTP_EV_TLS_VERIFY:
+		return smtp_classify(CURLE_PEER_FAILED_VERIFICATION, 0, 0);
+	case SMTP_EV_TLS_HANDSHAKE:
+		return smtp_classify(CURLE_SSL_CONNECT_ERROR, 0, 0);
+	case SMTP_EV_CONNECT:
+		return smtp_classify(CURLE_COULDNT_CONNECT, 0, 0);
+	case SMTP_EV_RESOLVE:
+		return smtp_classify(CURLE_COULDNT_RESOLVE_HOST, 0, 0);
+	case SMTP_EV_TIMEOUT:
+		return smtp_classify(CURLE_OPERATION_TIMEDOUT, 0, flags);
+	case SMTP_EV_CLOSED:
+		return smtp_classify(CURLE_RECV_ERROR, 0, flags);
+	case SMTP_EV_MALFORMED:
+		/* after the final "." garbage says nothing about whether it was queued */
+		return smtp_classify(after ? CURLE_RECV_ERROR : CURLE_WEIRD_SERVER_REPLY, 0, flags);
+	case SMTP_EV_LOCAL:
+		return smtp_classify(CURLE_OUT_OF_MEMORY, 0, flags);
+	case SMTP_EV_LINE_TOO_LONG: {
+		/* no relay can take it (RFC 5321 §4.5.3.1.6); nothing was sent */
+		struct smtp_outcome o = { SMTP_PERMANENT, 0, 0, 0, 1,
+					  "message has a line longer than 998 octets" };
+		return o;
+	}
+	}
+	return smtp_classify(-1, 0, flags);
+}
+
 const char *smtp_verdict_name(enum smtp_verdict v)
 {
 	switch (v) {

@@ -38,6 +38,33 @@ struct smtp_outcome {
  * flags is a mix of SMTP_F_*. Pure function; never fails. */
 struct smtp_outcome smtp_classify(int curlcode, long response_code, int flags);
 
+/* How an SMTP exchange ended, said without libcurl (the native engine speaks SMTP
+ * itself). Each event is classified through the row of the table above that libcurl's
+ * equivalent result hits, so both engines reach the same verdict for the same relay
+ * behaviour. */
+enum smtp_event {
+	SMTP_EV_ACCEPTED,        /* 2xx to the final "." or BDAT LAST */
+	SMTP_EV_REFUSED,         /* MAIL, RCPT or DATA answered with `code` (not 2xx/3xx) */
+	SMTP_EV_DATA_REFUSED,    /* the final "." or BDAT LAST answered 4xx/5xx */
+	SMTP_EV_GREETING,        /* greeting other than 220 */
+	SMTP_EV_EHLO_REFUSED,    /* EHLO and HELO refused */
+	SMTP_EV_STARTTLS_FAILED, /* TLS required but STARTTLS not offered or refused */
+	SMTP_EV_AUTH_FAILED,     /* AUTH refused, or no mechanism in common */
+	SMTP_EV_TLS_VERIFY,      /* certificate or host name refused */
+	SMTP_EV_TLS_HANDSHAKE,   /* TLS handshake failed otherwise */
+	SMTP_EV_CONNECT,         /* TCP connection refused or unreachable */
+	SMTP_EV_RESOLVE,         /* host name did not resolve */
+	SMTP_EV_TIMEOUT,         /* a phase timeout ran out */
+	SMTP_EV_CLOSED,          /* connection closed or reset */
+	SMTP_EV_MALFORMED,       /* a reply that is not SMTP (ends the connection) */
+	SMTP_EV_LOCAL,           /* local failure (out of memory) */
+	SMTP_EV_LINE_TOO_LONG,   /* the message holds a line over 998 octets */
+};
+
+/* Classifies an engine-neutral event; code is the deciding reply (0 if none), flags a mix
+ * of SMTP_F_*. Pure function; never fails. */
+struct smtp_outcome smtp_classify_event(enum smtp_event ev, int code, int flags);
+
 /* "ok", "retry", "permanent", "config", "unknown", "retry_now" (static string). */
 const char *smtp_verdict_name(enum smtp_verdict v);
 
