@@ -126,14 +126,35 @@ from certs import test_certs  # noqa: E402,F401
 from smtp_servers import fault_smtpd, fault_smtpd_factory, smtp_sink, smtp_sink_factory  # noqa: E402,F401
 
 
+# SMTP engines the SMTP suites run against: a module with SMTP_BOTH_ENGINES = True runs each
+# of its tests using outboxd_factory once per engine (ids [native] and [libcurl]);
+# OUTBOXD_TEST_SMTP_ENGINES=native narrows that. Elsewhere the default engine runs.
+SMTP_ENGINES = [e for e in os.environ.get("OUTBOXD_TEST_SMTP_ENGINES", "native,libcurl").split(",") if e]
+
+
+def pytest_generate_tests(metafunc):
+    if "smtp_engine" in metafunc.fixturenames and getattr(metafunc.module, "SMTP_BOTH_ENGINES", False):
+        metafunc.parametrize("smtp_engine", SMTP_ENGINES)
+
+
 @pytest.fixture
-def outboxd_factory(migrated_db):
-    """Callable (smtp_url, env=None, db=None) -> started Outboxd; all are killed after the test."""
+def smtp_engine():
+    """The engine outboxd_factory's dispatchers use (smtp.engine); "" = the default."""
+    return ""
+
+
+@pytest.fixture
+def outboxd_factory(migrated_db, smtp_engine):
+    """Callable (smtp_url, env=None, db=None) -> started Outboxd; all are killed after the test.
+    The dispatchers use smtp_engine unless env names OUTBOXD_SMTP_ENGINE."""
     from outboxd_proc import Outboxd
 
     made = []
 
     def make(smtp_url, env=None, db=None, name="outboxd"):
+        env = dict(env or {})
+        if smtp_engine:
+            env.setdefault("OUTBOXD_SMTP_ENGINE", smtp_engine)
         d = Outboxd(db or migrated_db, smtp_url, env=env, name=name)
         made.append(d)
         return d.start()

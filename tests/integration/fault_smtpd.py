@@ -8,7 +8,8 @@ Run it as its own process (the Python wrapper is FaultSmtpd in smtp_servers.py):
     /usr/bin/python3 fault_smtpd.py --port P --spool DIR [--host 127.0.0.1]
         [--tls-cert C --tls-key K [--require-starttls] | --implicit-tls]
         [--auth user:password] [--greeting-421 | --greeting CODE]
-        [--control FILE] [--log FILE]
+        [--control FILE] [--log FILE] [--pipelining] [--chunking]
+        [--auth-mechs PLAIN,LOGIN,XOAUTH2] [--xoauth2-token FILE]
 
 --port 0 binds a free port. Once listening it prints one line "LISTENING <host> <port>" on
 stdout and writes nothing else there.
@@ -51,6 +52,11 @@ byte (smtps). --auth user:password offers AUTH PLAIN and LOGIN and requires it b
 with STARTTLS offered, AUTH is only advertised and allowed after TLS (538 before), and
 without TLS, or with implicit TLS, it is allowed as is (aiosmtpd cannot tell an implicit-TLS
 connection is encrypted).
+
+Extensions: --pipelining announces PIPELINING (aiosmtpd reads pipelined commands in order
+anyway); --chunking announces CHUNKING and takes BDAT (RFC 3030). --auth-mechs limits the
+AUTH mechanisms offered; XOAUTH2 is offered with --xoauth2-token FILE and accepts the
+--auth user with the token the file holds at that moment (re-read every time).
 
 Spool: each accepted (or dropped) message is DIR/<seq>.eml, the exact bytes received after
 dot-unstuffing, plus DIR/<seq>.json with the envelope: mail_from, rcpt_tos, mail_options,
@@ -197,6 +203,10 @@ class FaultHandler:
         session.host_name = hostname
         if not self.state.args.auth:
             responses = [r for r in responses if not r[4:].startswith("AUTH")]
+        for flag, keyword in ((self.state.args.pipelining, "PIPELINING"),
+                              (self.state.args.chunking, "CHUNKING")):
+            if flag:
+                responses.insert(len(responses) - 1, "250-" + keyword)
         return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
@@ -347,6 +357,46 @@ class FaultSMTP(SMTP):
         await asyncio.sleep(60)
         return reply(421)
 
+    async def smtp_BDAT(self, arg):
+        """RFC 3030: BDAT <size> [LAST]; the chunk follows the command line, taken as is."""
+        parts = (arg or "").split()
+        if not self.state.args.chunking or not parts or not parts[0].isdigit() or len(parts) > 2 \
+                or (len(parts) == 2 and parts[1].upper() != "LAST"):
+            await self.push("501 5.5.4 Syntax: BDAT size [LAST]")
+            return
+        chunk = await self._reader.readexactly(int(parts[0]))
+        if not self.envelope.rcpt_tos:
+            self._bdat = []
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        self._bdat = getattr(self, "_bdat", []) + [chunk]
+        if len(parts) == 1:
+            await self.push(f"250 2.0.0 {len(chunk)} octets received")
+            return
+        content = b"".join(self._bdat)
+        self._bdat = []
+        self.envelope.original_content = content
+        self.envelope.content = content
+        self.state.log(self, "C", f"BDAT LAST ({len(content)} bytes)")
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
+
+    async def auth_XOAUTH2(self, _, args):
+        """SASL XOAUTH2: base64("user=U\\1auth=Bearer T\\1\\1") as the initial response."""
+        import base64
+        try:
+            raw = base64.b64decode(args[1], validate=True) if len(args) > 1 else b""
+            fields = dict(f.split(b"=", 1) for f in raw.split(b"\x01") if b"=" in f)
+            with open(self.state.args.xoauth2_token, "rb") as f:
+                token = f.read().strip()
+        except Exception:
+            return AuthResult(success=False, handled=False)
+        user = (self.state.args.auth or "").partition(":")[0].encode()
+        from aiosmtpd.smtp import LoginPassword
+        ok = fields.get(b"user") == user and fields.get(b"auth") == b"Bearer " + token
+        return AuthResult(success=ok, handled=False, auth_data=LoginPassword(user, b""))
+
     async def scripted_reply(self, code, hangup=False):
         """Sends code (closing afterwards for 421 or hangup) and returns the reply for aiosmtpd."""
         if code == 421 or hangup:
@@ -395,6 +445,10 @@ def parse_args(argv):
     p.add_argument("--greeting", type=int, metavar="CODE")
     p.add_argument("--greeting-421", dest="greeting", action="store_const", const=421)
     p.add_argument("--hostname", default="fault-smtpd.test")
+    p.add_argument("--pipelining", action="store_true")
+    p.add_argument("--chunking", action="store_true")
+    p.add_argument("--auth-mechs", default="PLAIN,LOGIN")
+    p.add_argument("--xoauth2-token", metavar="FILE")
     args = p.parse_args(argv)
     if (args.require_starttls or args.implicit_tls) and not (args.tls_cert and args.tls_key):
         p.error("--require-starttls and --implicit-tls need --tls-cert and --tls-key")
@@ -419,7 +473,13 @@ async def serve(args):
         auth_require_tls=bool(tls and not args.implicit_tls),
     )
     if args.auth:
-        smtp_kwargs.update(authenticator=make_authenticator(args.auth), auth_required=True)
+        mechs = set(m.strip().upper() for m in args.auth_mechs.split(",") if m.strip())
+        if args.xoauth2_token:
+            mechs.add("XOAUTH2")
+        smtp_kwargs.update(authenticator=make_authenticator(args.auth), auth_required=True,
+                           auth_exclude_mechanism=[m for m in ("PLAIN", "LOGIN", "XOAUTH2") if m not in mechs])
+    else:
+        smtp_kwargs.update(auth_exclude_mechanism=["XOAUTH2"])
     handler = FaultHandler(state)
 
     def factory():

@@ -479,10 +479,12 @@ class FaultSmtpd(_Capture):
     tls: None (plain), "starttls" (offered), "require" (STARTTLS required before MAIL),
     "implicit" (smtps). certs: a certs.CertSet, needed for any tls; cert: which pair the
     server presents ("trusted", "untrusted", "wrong-host"). auth: "user:password" makes
-    AUTH PLAIN/LOGIN mandatory. greeting: a reply code (e.g. 421) for every connection."""
+    AUTH PLAIN/LOGIN mandatory. greeting: a reply code (e.g. 421) for every connection.
+    extra_args: more fault_smtpd.py options (--pipelining, --chunking, --auth-mechs,
+    --xoauth2-token)."""
 
     def __init__(self, port=None, workdir=None, tls=None, certs=None, cert="trusted",
-                 auth=None, greeting=None, control=None):
+                 auth=None, greeting=None, control=None, extra_args=()):
         if tls not in TLS_MODES:
             raise ValueError(f"tls must be one of {TLS_MODES}")
         if tls and certs is None:
@@ -493,6 +495,7 @@ class FaultSmtpd(_Capture):
         self.cert = cert
         self.auth = auth
         self.greeting = greeting
+        self.extra_args = list(extra_args)
         self._own_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="outboxd-faultsmtpd-")
         self.spool = os.path.join(self.workdir, "spool")
@@ -533,7 +536,7 @@ class FaultSmtpd(_Capture):
             argv += ["--auth", self.auth]
         if self.greeting:
             argv += ["--greeting", str(self.greeting)]
-        return argv
+        return argv + self.extra_args
 
     def start(self):
         """Starts the server (on a free port the first time, the same port afterwards) and
