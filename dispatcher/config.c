@@ -125,7 +125,7 @@ static const struct config_key keys[] = {
 	{ "smtp.from", KT_STRING, F_STR(smtp_from), "", 0, 0, NULL, check_address, 0, 0,
 	  "sender for messages whose sender column is NULL" },
 	{ "smtp.helo_name", KT_STRING, F_STR(smtp_helo), "", 0, 0, NULL, check_no_space, 0, 0,
-	  "name sent in EHLO; empty lets libcurl choose" },
+	  "name sent in EHLO (and HELO); empty = the URL path if any, else localhost" },
 	{ "smtp.username", KT_STRING, F_STR(smtp_username), "", 0, 0, NULL, NULL, 0, 0,
 	  "AUTH user; empty = no AUTH" },
 	{ "smtp.password", KT_SECRET, F_STR(smtp_password), "", 0, 0, NULL, NULL, 0, 0,
@@ -144,7 +144,7 @@ static const struct config_key keys[] = {
 	{ "smtp.connect_timeout", KT_DURATION, F_I64(smtp_connect_timeout_ms), "10s", MS(100), MIN(5),
 	  NULL, NULL, 0, 0, "TCP + TLS + greeting" },
 	{ "smtp.timeout", KT_DURATION, F_I64(smtp_timeout_ms), "10m", SEC(1), HOUR(1), NULL, NULL, 0,
-	  0, "whole SMTP transaction, including the reply to DATA" },
+	  0, "longest wait for the relay, including the reply to DATA (native: caps each RFC 5321 phase timeout; libcurl: the whole transaction)" },
 	{ "smtp.rate_limit", KT_DOUBLE, F_DBL(smtp_rate_limit), "0", 0, 1000000, NULL, NULL, 0,
 	  KF_RELOAD, "messages per second; 0 = unlimited" },
 	{ "smtp.breaker.failures", KT_INT, F_INT(smtp_breaker_threshold), "5", 1, 1000, NULL, NULL,
@@ -1258,6 +1258,14 @@ static void cross_check(const struct config *cfg, const struct layer *ly, struct
 	if (cfg->smtp_password[0] && !cfg->smtp_username[0]) {
 		k = key_find("smtp.username");
 		err_key(e, k, ly->src[k - keys], "empty while a password is set");
+	}
+	if (cfg->smtp_oauth_token_file[0] && !cfg->smtp_username[0]) {
+		k = key_find("smtp.username");
+		err_key(e, k, ly->src[k - keys], "empty while smtp.oauth_token_file is set");
+	}
+	if (cfg->smtp_oauth_token_file[0] && cfg->smtp_engine != SMTP_ENGINE_NATIVE) {
+		k = key_find("smtp.oauth_token_file");
+		err_key(e, k, ly->src[k - keys], "XOAUTH2 needs smtp.engine: native");
 	}
 	if (sasl && !cfg->kafka_sasl_mechanism[0]) {
 		k = key_find("kafka.sasl_mechanism");

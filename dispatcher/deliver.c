@@ -121,10 +121,14 @@ static void on_transfer_done(void *arg, size_t index, const struct smtp_result *
 	rc->code = r->outcome.code;
 	if (r->not_attempted) {
 		rc->state = RCPT_PENDING;
-		breaker_cancel(&d->breaker);
+		if (!r->shared)
+			breaker_cancel(&d->breaker);
 	} else {
-		telemetry_smtp_reply(d->tm, r->outcome.code, r->duration_s);
-		if (r->outcome.breaker_failure)
+		if (!r->shared)
+			telemetry_smtp_reply(d->tm, r->outcome.code, r->duration_s);
+		if (r->shared)
+			; /* the transaction's outcome was told to the breaker with its first recipient */
+		else if (r->outcome.breaker_failure)
 			breaker_failure(&d->breaker, now);
 		else if (r->outcome.relay_answered)
 			breaker_success(&d->breaker, now);
@@ -320,11 +324,12 @@ void deliver_row(struct dispatcher *d, const struct pg_result *res, int row)
 		goto out;
 	}
 	j->outstanding = j->nrc;
-	/* n, not j->nrc: when every send fails, the last report finishes and frees j */
-	for (size_t i = 0, n = j->nrc; i < n; i++) {
-		if (smtp_send(d->smtp, j->mail_from, j->addr[i], &j->msg, on_transfer_done, j, i) != 0) {
-			/* count it as not attempted right away */
-			struct smtp_result r = { .not_attempted = 1, .text = "cannot queue transfer" };
+	/* every recipient in one submission: the native engine sends the body once */
+	if (smtp_submit(d->smtp, j->mail_from, (const char *const *)j->addr, j->nrc, &j->msg, on_transfer_done, j) !=
+	    0) {
+		/* count them as not attempted right away; n, not j->nrc: the last report frees j */
+		for (size_t i = 0, n = j->nrc; i < n; i++) {
+			struct smtp_result r = { .not_attempted = 1, .shared = i > 0, .text = "cannot queue transfer" };
 			on_transfer_done(j, i, &r);
 		}
 	}

@@ -13,7 +13,8 @@
  *   4. ev_claim (claim.c)             claim_on_event -> outbox.claim() -> on_claim_done ->
  *                                     deliver_row per row
  *   5. the SMTP sink's own sockets    deliver_row builds the message (mime.c) and calls
- *      and timers (smtp.c)            smtp_send per recipient; on_transfer_done per reply;
+ *      and timers (smtp_native.c or   smtp_submit once for all its recipients;
+ *      smtp_curl.c behind smtp.c)     on_transfer_done per recipient;
  *                                     job_finish -> job_verdict -> outcome_add/_release
  *   6. ev_flush (outcome.c)           at once or after dispatcher.outcome_delay
  *                                     (job_flush_now): outbox.complete() + outbox.release()

@@ -37,38 +37,6 @@ int smtp_submit(struct smtp_sink *s, const char *mail_from, const char *const *r
 	return s->eng->send(s->impl, mail_from, rcpt, nrcpt, msg, done, arg);
 }
 
-struct single {
-	smtp_done_fn done;
-	void *arg;
-	size_t index;
-};
-
-static void single_done(void *arg, size_t index, const struct smtp_result *r)
-{
-	struct single *one = arg;
-
-	(void)index;
-	one->done(one->arg, one->index, r);
-	free(one);
-}
-
-int smtp_send(struct smtp_sink *s, const char *mail_from, const char *rcpt, const struct buf *msg,
-	      smtp_done_fn done, void *arg, size_t index)
-{
-	struct single *one = malloc(sizeof(*one));
-
-	if (one == NULL)
-		return -1;
-	one->done = done;
-	one->arg = arg;
-	one->index = index;
-	if (smtp_submit(s, mail_from, &rcpt, 1, msg, single_done, one) != 0) {
-		free(one);
-		return -1;
-	}
-	return 0;
-}
-
 void smtp_cancel_queued(struct smtp_sink *s)
 {
 	s->eng->cancel_queued(s->impl);

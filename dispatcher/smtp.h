@@ -23,6 +23,9 @@ struct smtp_result {
 	struct smtp_outcome outcome;
 	const char *text;
 	int not_attempted;
+	int shared;       /* repeats the outcome of the same transaction already reported for
+			     an earlier recipient: the relay's breaker and the reply metrics
+			     have heard it once */
 	double duration_s;
 };
 
@@ -41,9 +44,6 @@ struct smtp_sink *smtp_new(struct event_base *base, const struct config *cfg, ch
 int smtp_submit(struct smtp_sink *s, const char *mail_from, const char *const *rcpt, size_t nrcpt,
 		const struct buf *msg, smtp_done_fn done, void *arg) __attribute__((warn_unused_result));
 
-/* One recipient: like smtp_submit, but done receives `index` as its index. */
-int smtp_send(struct smtp_sink *s, const char *mail_from, const char *rcpt, const struct buf *msg,
-	      smtp_done_fn done, void *arg, size_t index) __attribute__((warn_unused_result));
 
 /* Completes every message not yet started with not_attempted = 1 (used when the relay's
  * breaker opens and at shutdown). */

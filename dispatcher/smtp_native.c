@@ -181,7 +181,8 @@ static struct nmsg *nmsg_new(const char *from, const char *const *rcpt, size_t n
 }
 
 /* Reports one recipient and nothing else. */
-static void report(struct nmsg *m, size_t i, const struct smtp_outcome *o, const char *text, int not_attempted)
+static void report(struct nmsg *m, size_t i, const struct smtp_outcome *o, const char *text, int not_attempted,
+		   int shared)
 {
 	struct smtp_result r;
 
@@ -189,6 +190,7 @@ static void report(struct nmsg *m, size_t i, const struct smtp_outcome *o, const
 	r.outcome = *o;
 	r.text = text;
 	r.not_attempted = not_attempted;
+	r.shared = shared;
 	r.duration_s = (double)(now_ms() - m->queued_ms) / 1000.0;
 	m->done(m->arg, i, &r);
 }
@@ -199,7 +201,7 @@ static void nmsg_not_attempted(struct nmsg *m, const char *why)
 	struct smtp_outcome o = { SMTP_RETRY, 0, 0, 0, 0, why };
 
 	for (size_t i = 0; i < m->n; i++)
-		report(m, i, &o, why, 1);
+		report(m, i, &o, why, 1, i > 0);
 	nmsg_free(m);
 }
 
@@ -384,12 +386,12 @@ static void txn_report(struct conn *c, enum smtp_event ev, int code, const char 
 		pump_soon(s);
 		return;
 	}
-	for (size_t i = 0; i < m->n; i++) {
+	for (size_t i = 0, told = 0; i < m->n; i++) {
 		if (refused(m->rcode[i])) {
 			struct smtp_outcome o = smtp_classify_event(SMTP_EV_REFUSED, m->rcode[i], 0);
-			report(m, i, &o, m->rtext[i], 0);
+			report(m, i, &o, m->rtext[i], 0, 0);
 		} else {
-			report(m, i, &common, text, 0);
+			report(m, i, &common, text, 0, told++ > 0);
 		}
 	}
 	nmsg_free(m);
@@ -530,7 +532,7 @@ static void txn_start(struct conn *c, struct nmsg *m)
 		c->m = NULL;
 		struct smtp_outcome o = smtp_classify_event(SMTP_EV_LINE_TOO_LONG, 0, 0);
 		for (size_t i = 0; i < m->n; i++)
-			report(m, i, &o, o.why, 0);
+			report(m, i, &o, o.why, 0, i > 0);
 		nmsg_free(m);
 		pump_soon(c->s);
 		return;
@@ -1226,7 +1228,7 @@ static void on_pump(evutil_socket_t fd, short what, void *arg)
 		} else if (conn_open(s, m) != 0) {
 			struct smtp_outcome o = smtp_classify_event(SMTP_EV_LOCAL, 0, 0);
 			for (size_t i = 0; i < m->n; i++)
-				report(m, i, &o, "cannot open a connection", 0);
+				report(m, i, &o, "cannot open a connection", 0, i > 0);
 			nmsg_free(m);
 		}
 	}
@@ -1389,7 +1391,8 @@ static void native_abort_all(void *impl)
 			if (c->body_sent) {
 				struct smtp_outcome o = { SMTP_UNKNOWN, 0, 0, 0, 1, "aborted after DATA" };
 				for (size_t k = 0; k < m->n; k++)
-					report(m, k, &o, "aborted while waiting for the relay's reply to the message", 0);
+					report(m, k, &o, "aborted while waiting for the relay's reply to the message", 0,
+					       k > 0);
 				nmsg_free(m);
 			} else {
 				nmsg_not_attempted(m, "aborted before the message was sent");
