@@ -136,7 +136,7 @@ struct outboxd_metrics {
 		*depth_dead, *depth_cancelled;
 	struct metrics_child *oldest_pending_age;
 	/* Kafka mirror */
-	struct metrics_child *kafka_lag_rows, *kafka_lag_seconds;
+	struct metrics_child *kafka_lag_rows, *kafka_lag_seconds, *kafka_mirror_enabled;
 	struct metrics_family *kafka_publish;
 	struct metrics_child *kafka_published, *kafka_failed, *kafka_retry;
 	/* outboxd_breaker_state{sink}: 0 closed, 1 half-open, 2 open */

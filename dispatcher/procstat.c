@@ -187,3 +187,62 @@ int procstat_read(struct procstat *out)
 	}
 	return rc;
 }
+
+int procstat_parse_memory_limit(const char *text, double *bytes)
+{
+	unsigned long long v;
+	char *end;
+
+	if (strncmp(text, "max", 3) == 0 && (text[3] == '\0' || text[3] == '\n')) {
+		*bytes = 0;
+		return 0;
+	}
+	errno = 0;
+	v = strtoull(text, &end, 10);
+	if (end == text || errno != 0 || (*end != '\0' && *end != '\n') || text[0] == '-')
+		return -1;
+	/* v1 reports "unlimited" as a page-rounded LLONG_MAX */
+	*bytes = v >= (1ULL << 60) ? 0 : (double)v;
+	return 0;
+}
+
+int procstat_parse_cpu_max(const char *text, double *cores)
+{
+	unsigned long long quota, period;
+	char *end;
+
+	if (strncmp(text, "max ", 4) == 0) {
+		*cores = 0;
+		return 0;
+	}
+	errno = 0;
+	quota = strtoull(text, &end, 10);
+	if (end == text || *end != ' ' || errno != 0 || text[0] == '-')
+		return -1;
+	period = strtoull(end + 1, &end, 10);
+	if (errno != 0 || period == 0 || (*end != '\0' && *end != '\n'))
+		return -1;
+	*cores = (double)quota / (double)period;
+	return 0;
+}
+
+void procstat_cgroup_limits(struct cgroup_limits *out)
+{
+	char text[128], text2[64];
+	long long quota;
+	double period;
+
+	out->memory_bytes = out->cpu_cores = 0;
+	if (read_small("/sys/fs/cgroup/memory.max", text, sizeof(text)) > 0 ||
+	    read_small("/sys/fs/cgroup/memory/memory.limit_in_bytes", text, sizeof(text)) > 0)
+		(void)procstat_parse_memory_limit(text, &out->memory_bytes);
+	if (read_small("/sys/fs/cgroup/cpu.max", text, sizeof(text)) > 0) {
+		(void)procstat_parse_cpu_max(text, &out->cpu_cores);
+	} else if (read_small("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", text, sizeof(text)) > 0 &&
+		   read_small("/sys/fs/cgroup/cpu/cpu.cfs_period_us", text2, sizeof(text2)) > 0) {
+		quota = strtoll(text, NULL, 10);
+		period = strtod(text2, NULL);
+		if (quota > 0 && period > 0)
+			out->cpu_cores = (double)quota / period;
+	}
+}

@@ -13,6 +13,22 @@ struct procstat {
 	double start_time_seconds; /* process start, seconds since the Unix epoch */
 };
 
+/* The container's limits from the cgroup (v2 memory.max / cpu.max, else v1), so alerts
+ * can say "90 % of the limit" without a second exporter. 0 means no limit. */
+struct cgroup_limits {
+	double memory_bytes;
+	double cpu_cores;
+};
+void procstat_cgroup_limits(struct cgroup_limits *out);
+
+/* Parses a memory limit: a byte count, or "max" (v2) or a v1 value of 2^60 or more, both
+ * meaning no limit (0). Returns 0, or -1 when malformed. */
+int procstat_parse_memory_limit(const char *text, double *bytes);
+
+/* Parses cgroup v2 cpu.max ("QUOTA PERIOD", QUOTA "max" = no limit -> 0 cores).
+ * Returns 0, or -1 when malformed. */
+int procstat_parse_cpu_max(const char *text, double *cores);
+
 /* Fills out from /proc. Returns 0 when every field was read, -1 when at least one
  * is missing (those fields are -1, the others are valid). */
 int procstat_read(struct procstat *out);

@@ -93,6 +93,7 @@ struct telemetry *telemetry_new(struct event_base *base, const struct config *cf
 		telemetry_free(t);
 		return NULL;
 	}
+	metrics_set(t->om->kafka_mirror_enabled, cfg->kafka_brokers && cfg->kafka_brokers[0] ? 1 : 0);
 	if (metrics_on_scrape(t->reg, on_scrape, t) != 0) {
 		snprintf(errbuf, errlen, "out of memory");
 		telemetry_free(t);

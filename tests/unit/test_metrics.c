@@ -522,11 +522,16 @@ static void test_outboxd_families(void)
 		"outboxd_messages_total{outcome=\"released\"} 0\n",
 		"outboxd_smtp_replies_total{class=\"none\"} 0\n",
 		"outboxd_smtp_send_duration_seconds_bucket{le=\"0.005\"} 0\n",
-		"outboxd_delivery_latency_seconds_count 1\n",
+		"outboxd_delivery_latency_seconds_count 2\n",
 		"outboxd_queue_depth{state=\"pending\"} 7\n",
 		"outboxd_oldest_pending_age_seconds 0\n",
 		"outboxd_kafka_mirror_lag_rows 0\n",
 		"outboxd_kafka_mirror_lag_seconds 0\n",
+		"outboxd_kafka_mirror_enabled 1\n",
+		"outboxd_delivery_latency_seconds_bucket{le=\"0.2\"} 1\n",
+		"outboxd_delivery_latency_seconds_bucket{le=\"0.1\"} 0\n",
+		"# TYPE outboxd_memory_limit_bytes gauge\n",
+		"# TYPE outboxd_cpu_limit_cores gauge\n",
 		"outboxd_kafka_publish_total{outcome=\"published\"} 0\n",
 		"outboxd_breaker_state{sink=\"smtp\"} 2\n",
 		"outboxd_breaker_transitions_total{sink=\"smtp\",to=\"open\"} 1\n",
@@ -558,6 +563,8 @@ static void test_outboxd_families(void)
 	}
 	metrics_inc(om->msg_sent);
 	metrics_observe(om->delivery_latency, 3.2);
+	metrics_observe(om->delivery_latency, 0.15);
+	metrics_set(om->kafka_mirror_enabled, 1);
 	metrics_set(om->depth_pending, 7);
 	metrics_set(om->breaker_smtp, 2);
 	metrics_inc(metrics_child(om->breaker_transitions, "smtp", "open", NULL));

@@ -45,6 +45,28 @@ static void test_parse_btime(void)
 	CHECK_INT(procstat_parse_btime("btime x\n", &bt), -1);
 }
 
+static void test_parse_cgroup_limits(void)
+{
+	double v = -1;
+
+	CHECK_INT(procstat_parse_memory_limit("268435456\n", &v), 0);
+	CHECK(v == 268435456.0, "memory.max bytes %g", v);
+	CHECK_INT(procstat_parse_memory_limit("max\n", &v), 0);
+	CHECK(v == 0, "max = no limit %g", v);
+	CHECK_INT(procstat_parse_memory_limit("9223372036854771712\n", &v), 0);
+	CHECK(v == 0, "v1 unlimited = no limit %g", v);
+	CHECK_INT(procstat_parse_memory_limit("", &v), -1);
+	CHECK_INT(procstat_parse_memory_limit("12k\n", &v), -1);
+	CHECK_INT(procstat_parse_memory_limit("maxi", &v), -1);
+	CHECK_INT(procstat_parse_cpu_max("150000 100000\n", &v), 0);
+	CHECK(v == 1.5, "cpu.max cores %g", v);
+	CHECK_INT(procstat_parse_cpu_max("max 100000\n", &v), 0);
+	CHECK(v == 0, "max = no limit %g", v);
+	CHECK_INT(procstat_parse_cpu_max("100000 0\n", &v), -1);
+	CHECK_INT(procstat_parse_cpu_max("100000\n", &v), -1);
+	CHECK_INT(procstat_parse_cpu_max("x y", &v), -1);
+}
+
 static void test_live(void)
 {
 	struct procstat ps, ps2;
@@ -78,6 +100,7 @@ int main(void)
 {
 	test_parse_stat();
 	test_parse_btime();
+	test_parse_cgroup_limits();
 	test_live();
 	return test_summary("procstat");
 }
