@@ -38,6 +38,7 @@ struct migrate_opts {
 	const char *sql_dir;
 	int status;
 	int dry_run;
+	const char *layout; /* --layout: "partitioned" moves the tables onto time partitions */
 	long long lock_timeout_ms;
 	long long wait_timeout_ms;
 	long long statement_timeout_ms;
@@ -70,6 +71,7 @@ static const char usage_text[] =
 	"usage: outboxd migrate [--database-url URL] [--migrations DIR] [--sql DIR]\n"
 	"                       [--status] [--dry-run] [--lock-timeout SECONDS]\n"
 	"                       [--wait-timeout SECONDS] [--statement-timeout SECONDS]\n"
+	"                       [--layout plain|partitioned]\n"
 	"\n"
 	"Applies pending migrations/NNNN_name.sql files in order, each in its own transaction,\n"
 	"then re-applies every sql/ file in one transaction.\n"
@@ -83,6 +85,8 @@ static const char usage_text[] =
 	"  --lock-timeout S         lock_timeout for migration statements (default 10; 0: none)\n"
 	"  --wait-timeout S         how long to wait for a concurrent migrate run (default 900)\n"
 	"  --statement-timeout S    statement_timeout for migration statements (default 0: none)\n"
+	"  --layout partitioned     move messages and events onto time partitions (once; see\n"
+	"                           docs/operations.md); plain keeps the layout as it is\n"
 	"\n"
 	"Exit status: 0 ok, 1 runtime failure, 2 usage error.\n";
 
@@ -378,6 +382,7 @@ static int parse_args(int argc, char **argv, struct migrate_opts *o)
 		{ "--database-url", 1 }, { "--migrations", 1 }, { "--sql", 1 },
 		{ "--status", 0 },       { "--dry-run", 0 },     { "--lock-timeout", 1 },
 		{ "--wait-timeout", 1 }, { "--statement-timeout", 1 }, { "--help", 0 },
+		{ "--layout", 1 },
 	};
 
 	o->lock_timeout_ms = (long long)(MIGRATE_DEFAULT_LOCK_TIMEOUT * 1000);
@@ -427,6 +432,12 @@ static int parse_args(int argc, char **argv, struct migrate_opts *o)
 			o->status = 1;
 		} else if (strcmp(n, "--dry-run") == 0) {
 			o->dry_run = 1;
+		} else if (strcmp(n, "--layout") == 0) {
+			if (strcmp(val, "plain") != 0 && strcmp(val, "partitioned") != 0) {
+				err("--layout: '%s' is neither plain nor partitioned", val);
+				return EXIT_USAGE;
+			}
+			o->layout = val;
 		} else {
 			long long *dst = strcmp(n, "--lock-timeout") == 0   ? &o->lock_timeout_ms
 					 : strcmp(n, "--wait-timeout") == 0 ? &o->wait_timeout_ms
@@ -765,12 +776,14 @@ static int db_connect(struct migrate_ctx *c)
  */
 static int db_configure(struct migrate_ctx *c)
 {
-	char sql[320];
+	char sql[384];
+	/* sql/00_layout.sql reads outboxd.layout (the value is one of two words, checked) */
 	snprintf(sql, sizeof sql,
 		 "SET client_min_messages = warning; SET lock_timeout = %lld; "
-		 "SET statement_timeout = %lld; SET idle_in_transaction_session_timeout = 0%s",
+		 "SET statement_timeout = %lld; SET idle_in_transaction_session_timeout = 0%s%s%s",
 		 c->o.lock_timeout_ms, c->o.statement_timeout_ms,
-		 PQserverVersion(c->conn) >= 140000 ? "; SET client_connection_check_interval = 1000" : "");
+		 PQserverVersion(c->conn) >= 140000 ? "; SET client_connection_check_interval = 1000" : "",
+		 c->o.layout ? "; SET outboxd.layout = " : "", c->o.layout ? c->o.layout : "");
 	return exec_cmd(c->conn, "configuring the session", sql);
 }
 
