@@ -84,8 +84,8 @@ def test_move_a_running_install_then_drop_partitions(migrated_db, smtp_sink):
         assert len(set(made)) == len(made)
 
         # retention drops the legacy partition and later ones, scheduled rows moved forward
-        wait_for(lambda: db.scalar("SELECT to_regclass('outbox.messages_legacy')") == "", timeout=60,
-                 what="legacy partition dropped")
+        wait_for(lambda: db.scalar("SELECT to_regclass('outbox.messages_legacy') IS NULL") == "t", timeout=60,
+                 what=f"legacy partition dropped ({db.sql('SELECT * FROM outbox.retention_state')})")
         wait_for(lambda: int(db.scalar("SELECT partitions_dropped FROM outbox.retention_state WHERE tbl = 'messages'"))
                  >= 3, timeout=60, what="time partitions dropped")
         assert int(db.scalar("SELECT count(*) FROM outbox.messages WHERE subject = 'scheduled' AND state = 'pending'")) == 50
