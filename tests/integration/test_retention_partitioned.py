@@ -62,13 +62,15 @@ def test_move_a_running_install_then_drop_partitions(migrated_db, smtp_sink):
     t = threading.Thread(target=produce)
     t.start()
     try:
-        wait_for(lambda: len(made) >= 100, timeout=20, what="producer running")
+        wait_for(lambda: len(made) >= 100 or errors, timeout=20, what="producer running")
+        assert not errors, errors
         db.sql("UPDATE outbox.settings SET partition_period = '2 seconds'")
         r = run_outboxd("migrate", "--database-url", db.url, "--layout", "partitioned")
         assert r.returncode == 0, r.stderr
         assert db.scalar("SELECT outbox.layout()") == "partitioned"
         n_at_switch = len(made)
-        wait_for(lambda: len(made) >= n_at_switch + 200, timeout=20, what="producer still inserting after the move")
+        wait_for(lambda: len(made) >= n_at_switch + 200 or errors, timeout=20,
+                 what="producer still inserting after the move")
         stop.set()
         t.join(30)
         assert not errors, errors
@@ -97,6 +99,8 @@ def test_move_a_running_install_then_drop_partitions(migrated_db, smtp_sink):
         assert m.get("outboxd_retention_removed_total", table="messages", state="partition") >= 250
         st = run_outboxd("status", "--database-url", db.url)
         assert "partitioned layout" in st.stdout, st.stdout
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n--- dispatcher log ---\n{d.log_text()[-4000:]}") from None
     finally:
         stop.set()
         t.join(30)
