@@ -34,7 +34,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 
 .PHONY: all deps asan unit unit-bins unit-valgrind test test-asan install clean run help \
-        kafka-up kafka-down bench
+        kafka-up kafka-down bench smoke load-test go-no-go
 
 all: $(BUILD)/outboxd
 
@@ -47,6 +47,9 @@ help:
 	@echo "make run             local stack: PostgreSQL + smtp-sink (+ Kafka with KAFKA=1) + outboxd; RESET=1 starts empty"
 	@echo "make kafka-up/down   a local single-node Apache Kafka 4 (KRaft) on 127.0.0.1:\$$KAFKA_PORT"
 	@echo "make bench           benchmarks under tests/bench (print ratios, not pass/fail)"
+	@echo "make smoke           smoke tests against a running outboxd (GOLIVE_ENV=local: make run's stack)"
+	@echo "make load-test       the go-live load scenarios (SCENARIO=all SCALE=1) with a JSON + HTML report"
+	@echo "make go-no-go        the go-live plan's Go/No-Go table and decision (GOLIVE_ENV=local)"
 	@echo "make install PREFIX=/usr/local"
 
 deps:
@@ -112,6 +115,17 @@ kafka-down:
 
 bench: all
 	@bash tests/bench/run.sh
+
+# Go-live kit (docs/operations.md, "Going live"); settings per environment in ops/env/.
+GOLIVE_ENV ?= local
+smoke:
+	@bash ops/scripts/smoke-tests.sh $(GOLIVE_ENV)
+
+load-test: all
+	@bash ops/scripts/load-test.sh $(or $(SCENARIO),all) $(GOLIVE_ENV) --scale $(or $(SCALE),1)
+
+go-no-go: all
+	@bash ops/scripts/go-no-go.sh $(GOLIVE_ENV) $(GO_NO_GO_ARGS)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/outboxd/migrations $(DESTDIR)$(PREFIX)/share/outboxd/sql
