@@ -97,6 +97,7 @@ struct conn {
 	int body_sent;    /* the body and its end were handed to the socket */
 	int any_reply;
 	int voided;       /* nobody can receive it: replies are read and ignored */
+	struct smtp_body_info body; /* the message's scan, for MAIL's parameters */
 	struct conn *next_dead;
 };
 
@@ -472,17 +473,16 @@ static int write_step(struct conn *c, enum step st, size_t rcpt)
 	case ST_RSET:
 		return conn_write(c, "RSET\r\n", 6);
 	case ST_MAIL: {
-		struct smtp_body_info bi;
+		const struct smtp_body_info *bi = &c->body;
 		int utf8 = smtp_needs_utf8(m->from);
 
-		smtp_body_scan(b->data, b->len, &bi);
 		for (size_t i = 0; i < m->n && !utf8; i++)
 			utf8 = smtp_needs_utf8(m->rcpt[i]);
 		if (conn_printf(c, "MAIL FROM:<%s>", m->from) != 0)
 			return -1;
-		if ((c->ext.flags & SMTP_EXT_SIZE) && conn_printf(c, " SIZE=%zu", b->len + bi.dots) != 0)
+		if ((c->ext.flags & SMTP_EXT_SIZE) && conn_printf(c, " SIZE=%zu", b->len + bi->dots) != 0)
 			return -1;
-		if (bi.eight_bit && (c->ext.flags & SMTP_EXT_8BITMIME) && conn_write(c, " BODY=8BITMIME", 14) != 0)
+		if (bi->eight_bit && (c->ext.flags & SMTP_EXT_8BITMIME) && conn_write(c, " BODY=8BITMIME", 14) != 0)
 			return -1;
 		if (utf8 && (c->ext.flags & SMTP_EXT_SMTPUTF8) && conn_write(c, " SMTPUTF8", 9) != 0)
 			return -1;
@@ -523,11 +523,9 @@ static void txn_pump(struct conn *c)
 
 static void txn_start(struct conn *c, struct nmsg *m)
 {
-	struct smtp_body_info bi;
-
-	smtp_body_scan(m->msg->data ? m->msg->data : "", m->msg->len, &bi);
+	smtp_body_scan(m->msg->data ? m->msg->data : "", m->msg->len, &c->body);
 	c->m = m;
-	if (bi.longest > MIME_LINE_MAX) {
+	if (c->body.longest > MIME_LINE_MAX) {
 		/* never sendable; the connection stays as it was */
 		c->m = NULL;
 		struct smtp_outcome o = smtp_classify_event(SMTP_EV_LINE_TOO_LONG, 0, 0);

@@ -17,6 +17,7 @@ PKGS+=()  # go-live kit
 PKGS+=()  # drills, image, manifests, audit
 PKGS+=(chromium chromium-driver python3-selenium)  # console and browser tests
 PKGS+=()  # retention and volume
+PKGS+=(libssl-dev)  # native SMTP engine: OpenSSL through libevent_openssl
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -22,7 +22,7 @@ trap 'exit 130' INT TERM
 
 # name -> command line; a benchmark may be a shell script or a Python script.
 benches=()
-for name in notify_bench smtp_bench kafka_bench volume_bench; do
+for name in notify_bench smtp_bench smtp_engines_bench kafka_bench volume_bench; do
   for f in "$HERE/$name.sh" "$HERE/$name.py"; do
     [ -f "$f" ] || continue
     if [ -n "${BENCH_ONLY:-}" ] && [[ $name != *${BENCH_ONLY}* ]]; then continue; fi
