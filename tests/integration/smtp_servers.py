@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -654,6 +655,77 @@ class FaultSmtpd(_Capture):
     def server_replies(self, conn=None):
         return [r["line"] for r in self.session_log()
                 if r["dir"] == "S" and (conn is None or r["conn"] == conn)]
+
+
+class ScriptedRelay:
+    """A raw-socket relay that speaks plain SMTP until `at` ("greeting", "ehlo", "mail",
+    "dot" or "quit") and then sends `evil` bytes (once, or for ever with endless=True); at
+    "dot" and "quit" it then holds the connection open without a word (a hung MTA)."""
+
+    def __init__(self, at, evil, endless=False):
+        self.at, self.evil, self.endless = at, evil, endless
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.closing = threading.Event()
+        self.sessions = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while not self.closing.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.sessions += 1
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _evil(self, conn):
+        conn.sendall(self.evil)
+        while self.endless and not self.closing.is_set():
+            conn.sendall(self.evil)
+
+    def _session(self, conn):
+        try:
+            with conn, conn.makefile("rb") as f:
+                if self.at == "greeting":
+                    return self._evil(conn)
+                conn.sendall(b"220 relay ESMTP\r\n")
+                in_data = False
+                for line in f:
+                    if in_data:
+                        if line == b".\r\n":
+                            in_data = False
+                            if self.at == "dot":
+                                self._evil(conn)
+                                self.closing.wait(3)
+                                return
+                            conn.sendall(b"250 queued\r\n")
+                        continue
+                    verb = line[:4].upper()
+                    if verb in (b"EHLO", b"HELO") and self.at == "ehlo":
+                        return self._evil(conn)
+                    if verb == b"MAIL" and self.at == "mail":
+                        return self._evil(conn)
+                    if verb == b"DATA":
+                        in_data = True
+                        conn.sendall(b"354 go\r\n")
+                    elif verb == b"QUIT":
+                        if self.at == "quit":
+                            self._evil(conn)
+                            self.closing.wait(120)
+                            return
+                        conn.sendall(b"221 bye\r\n")
+                        return
+                    else:
+                        conn.sendall(b"250 ok\r\n")
+        except OSError:
+            return
+
+    def close(self):
+        self.closing.set()
+        self.sock.close()
 
 
 # --------------------------------------------------------------------------------------

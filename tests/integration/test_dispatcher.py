@@ -10,6 +10,7 @@ import pytest
 
 from outboxd_proc import (connect, insert_messages, produce_concurrently, row, states,
                           wait_for, wait_states)
+from smtp_servers import ScriptedRelay
 
 # every test here runs on both SMTP engines (smtp.engine native and libcurl) and asserts the
 # same outcomes on both: the engines must agree (conftest.py)
@@ -407,57 +408,8 @@ def test_started_before_migrations_it_begins_once_they_are_applied(cluster, smtp
     assert d.stop() == 0
 
 
-class _MuteQuitRelay:
-    """A relay that accepts every message but never answers QUIT (a hung MTA)."""
-
-    def __init__(self):
-        import socket
-        import threading
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.closing = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        import threading
-        while not self.closing.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
-
-    def _session(self, conn):
-        replies = {b"EHLO": b"250 mute\r\n", b"HELO": b"250 mute\r\n", b"MAIL": b"250 ok\r\n",
-                   b"RCPT": b"250 ok\r\n", b"RSET": b"250 ok\r\n", b"NOOP": b"250 ok\r\n"}
-        with conn, conn.makefile("rb") as f:
-            conn.sendall(b"220 mute ESMTP\r\n")
-            in_data = False
-            for line in f:
-                if in_data:
-                    if line == b".\r\n":
-                        in_data = False
-                        conn.sendall(b"250 queued\r\n")
-                    continue
-                verb = line[:4].upper()
-                if verb == b"DATA":
-                    in_data = True
-                    conn.sendall(b"354 go\r\n")
-                elif verb == b"QUIT":
-                    self.closing.wait(120)  # never answers
-                    return
-                else:
-                    conn.sendall(replies.get(verb, b"500 what\r\n"))
-
-    def close(self):
-        self.closing.set()
-        self.sock.close()
-
-
 def test_sigterm_exits_promptly_when_the_relay_never_answers_quit(migrated_db, outboxd_factory):
-    relay = _MuteQuitRelay()
+    relay = ScriptedRelay("quit", b"")  # accepts every message, never answers QUIT
     try:
         insert_messages(migrated_db, 4, per_txn=4)
         d = outboxd_factory(f"smtp://127.0.0.1:{relay.port}", env={"OUTBOXD_SMTP_POOL_SIZE": "2"})

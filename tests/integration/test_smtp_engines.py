@@ -5,14 +5,13 @@ test runs on both engines; where the engines behave differently by design (one
 transaction for all recipients against one per recipient, pipelining) the test says so."""
 import json
 import os
-import socket
-import threading
 import time
 
 import pytest
 
 from delay_proxy import DelayProxy
-from outboxd_proc import insert_messages, row, states, wait_for, wait_states
+from outboxd_proc import insert_messages, row, wait_for, wait_states
+from smtp_servers import ScriptedRelay
 
 SMTP_BOTH_ENGINES = True
 
@@ -106,8 +105,9 @@ def test_one_transaction_records_each_recipients_reply(migrated_db, fault_smtpd,
                                            "perm+c@example.com|failed|550", "temp+b@example.com|pending|451"]
     first = fault_smtpd.messages()
     if smtp_engine == "native":
-        # one transaction: both accepted recipients got the one copy
+        # one transaction: both accepted recipients got the one copy; the relay offers SIZE
         assert [sorted(m.recipients) for m in first] == [["ok+a@example.com", "ok+d@example.com"]]
+        assert any(o.upper().startswith("SIZE=") for o in first[0].meta["mail_options"]), first[0].meta
     else:
         assert sorted(m.recipients[0] for m in first) == ["ok+a@example.com", "ok+d@example.com"]
 
@@ -164,6 +164,20 @@ def test_starttls_with_each_auth_mechanism(migrated_db, fault_smtpd_factory, out
     assert any(line.upper().startswith("AUTH " + mechs) for line in server.client_lines())
 
 
+@pytest.mark.parametrize("offered", [True, False], ids=["offered", "not-offered"])
+def test_opportunistic_tls_uses_starttls_when_offered(migrated_db, fault_smtpd_factory, outboxd_factory, offered):
+    server = fault_smtpd_factory(tls="starttls" if offered else None)
+    migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
+                    "VALUES (ARRAY['ok+opp@example.com'], 'opportunistic', 'x')")
+    env = {"OUTBOXD_SMTP_TLS": "opportunistic"}
+    if offered:
+        env["OUTBOXD_SMTP_CA_FILE"] = server.ca_cert
+    outboxd_factory(server.url.replace("127.0.0.1", "localhost"), env=env)
+    wait_states(migrated_db, {"sent": 1}, timeout=20)
+    (mail,) = server.messages()
+    assert mail.meta["tls"] is offered
+
+
 def test_implicit_tls(migrated_db, fault_smtpd_factory, outboxd_factory):
     server = fault_smtpd_factory(tls="implicit")
     migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
@@ -215,72 +229,6 @@ def test_xoauth2_token_is_reread_when_the_file_changes(migrated_db, fault_smtpd_
 
 
 # ---- hostile relays ----------------------------------------------------------------------
-
-class ScriptedRelay:
-    """A relay that speaks plain SMTP until `at` (greeting, ehlo, mail, data, dot) and then
-    sends `evil` bytes (once, or for ever with endless=True)."""
-
-    def __init__(self, at, evil, endless=False):
-        self.at, self.evil, self.endless = at, evil, endless
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.closing = threading.Event()
-        self.sessions = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while not self.closing.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.sessions += 1
-            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
-
-    def _evil(self, conn):
-        conn.sendall(self.evil)
-        while self.endless and not self.closing.is_set():
-            conn.sendall(self.evil)
-
-    def _session(self, conn):
-        try:
-            with conn, conn.makefile("rb") as f:
-                if self.at == "greeting":
-                    return self._evil(conn)
-                conn.sendall(b"220 relay ESMTP\r\n")
-                in_data = False
-                for line in f:
-                    if in_data:
-                        if line == b".\r\n":
-                            in_data = False
-                            if self.at == "dot":
-                                self._evil(conn)
-                                self.closing.wait(3)
-                                return
-                            conn.sendall(b"250 queued\r\n")
-                        continue
-                    verb = line[:4].upper()
-                    if verb in (b"EHLO", b"HELO") and self.at == "ehlo":
-                        return self._evil(conn)
-                    if verb == b"MAIL" and self.at == "mail":
-                        return self._evil(conn)
-                    if verb == b"DATA":
-                        in_data = True
-                        conn.sendall(b"354 go\r\n")
-                    elif verb == b"QUIT":
-                        conn.sendall(b"221 bye\r\n")
-                        return
-                    else:
-                        conn.sendall(b"250 ok\r\n")
-        except OSError:
-            return
-
-    def close(self):
-        self.closing.set()
-        self.sock.close()
-
 
 HOSTILE = {
     "garbage-greeting": ("greeting", b"hello there, no code\r\n", False),
