@@ -40,6 +40,7 @@ def count_round_trips(db, outboxd_factory, upstream_port, tmp_path, n=30, delay_
         st = proxy.stats()
     finally:
         proxy.close()
+    print(f"round trips per message: {st['turns'] / n:.2f} ({st})")
     return st["turns"] / n, st
 
 
