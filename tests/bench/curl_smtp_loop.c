@@ -18,12 +18,13 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#define BODY_BYTES 2048
+#include "bench_message.h"
+
 #define MAX_SESSIONS 256
 
 static const char *url;
 static long per_session;
-static char message[BODY_BYTES + 1024];
+static char message[BENCH_MESSAGE_MAX];
 static size_t message_len;
 
 struct reader {
@@ -77,31 +78,7 @@ out:
 
 static void build_message(void)
 {
-	static const char line[] = "The quick brown fox jumps over the lazy dog; benchmark body text line.\r\n";
-	size_t body = 0;
-	int n;
-
-	n = snprintf(message, sizeof(message),
-		     "Date: Thu, 26 Nov 2026 00:00:00 +0000\r\n"
-		     "Message-ID: <00000000-0000-0000-0000-000000000000@outboxd>\r\n"
-		     "From: bench@example.org\r\n"
-		     "To: rcpt@example.com\r\n"
-		     "Subject: bench 0\r\n"
-		     "MIME-Version: 1.0\r\n"
-		     "Content-Type: text/plain; charset=utf-8\r\n"
-		     "Content-Transfer-Encoding: 7bit\r\n"
-		     "\r\n");
-	message_len = (size_t)n;
-	/* exactly BODY_BYTES of body in CRLF lines, the last one cut short */
-	while (body < BODY_BYTES) {
-		size_t k = sizeof(line) - 1;
-		if (k > BODY_BYTES - body)
-			k = BODY_BYTES - body;
-		memcpy(message + message_len, line, k);
-		message_len += k;
-		body += k;
-	}
-	memcpy(message + message_len - 2, "\r\n", 2); /* the message ends with a line end */
+	message_len = bench_message(message);
 }
 
 int main(int argc, char **argv)

@@ -22,7 +22,7 @@
 #include "config.h"
 #include "smtp.h"
 
-#define BODY_BYTES 2048
+#include "bench_message.h"
 
 static struct buf message;
 static struct smtp_sink *sink;
@@ -61,31 +61,11 @@ static void submit_more(void)
 
 static int build_message(void)
 {
-	static const char line[] = "The quick brown fox jumps over the lazy dog; benchmark body text line.\r\n";
-	size_t body = 0;
+	static char raw[BENCH_MESSAGE_MAX];
+	size_t n = bench_message(raw);
 
 	buf_init(&message);
-	if (buf_puts(&message, "Date: Thu, 26 Nov 2026 00:00:00 +0000\r\n"
-			       "Message-ID: <00000000-0000-0000-0000-000000000000@outboxd>\r\n"
-			       "From: bench@example.org\r\n"
-			       "To: rcpt@example.com\r\n"
-			       "Subject: bench 0\r\n"
-			       "MIME-Version: 1.0\r\n"
-			       "Content-Type: text/plain; charset=utf-8\r\n"
-			       "Content-Transfer-Encoding: 7bit\r\n"
-			       "\r\n") != 0)
-		return -1;
-	/* exactly BODY_BYTES of body in CRLF lines, the last one cut short */
-	while (body < BODY_BYTES) {
-		size_t k = sizeof(line) - 1;
-		if (k > BODY_BYTES - body)
-			k = BODY_BYTES - body;
-		if (buf_append(&message, line, k) != 0)
-			return -1;
-		body += k;
-	}
-	memcpy(message.data + message.len - 2, "\r\n", 2);
-	return 0;
+	return buf_append(&message, raw, n);
 }
 
 int main(int argc, char **argv)
