@@ -81,12 +81,13 @@ def parse_metrics(text):
 
 def alert_metric_names():
     """Every outboxd_* and process_* metric the alert rules select (families, not _bucket)."""
+    import yaml  # Debian's python3-yaml
     with open(ALERTS) as f:
-        text = f.read()
+        doc = yaml.safe_load(f)
     names = set()
-    for line in text.splitlines():
-        if line.strip().startswith("expr:") or line.startswith("          "):
-            names |= set(re.findall(r"\b((?:outboxd|process)_[a-z0-9_]+)", line))
+    for group in doc["groups"]:
+        for rule in group["rules"]:
+            names |= set(re.findall(r"\b((?:outboxd|process)_[a-z0-9_]+)", rule.get("expr", "")))
     return sorted({re.sub(r"_(bucket|sum|count)$", "", n) for n in names})
 
 
