@@ -437,6 +437,12 @@ static void conn_fail(struct conn *c, enum smtp_event ev, int code, const char *
 	if (log_enabled(LOG_DEBUG))
 		log_debug("smtp connection failed", "iconn", (long long)c->id, "sstate", state_names[c->state],
 			  "ismtp", (long long)code, "serror", text ? text : "", NULL);
+	if (c->m && refused(c->mail_code)) {
+		/* MAIL was refused: nothing that follows could have delivered it */
+		txn_report(c, SMTP_EV_REFUSED, c->mail_code, c->fail_text);
+		conn_close(c);
+		return;
+	}
 	txn_report(c, ev, code, text);
 	conn_close(c);
 }

@@ -8,6 +8,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -24,6 +25,7 @@ struct relay {
 	const char *ehlo_ext;  /* "250-PIPELINING\r\n..." lines before the final "250 OK" */
 	const char *dot_reply; /* raw reply to the final "." / BDAT LAST; NULL = close */
 	int silent_mail;       /* from MAIL on, answer nothing (a hung relay) */
+	const char *mail_reply; /* raw reply to MAIL, then close; NULL = "250" and go on */
 	int silent;
 	struct event_base *base;
 	int fd;
@@ -63,6 +65,10 @@ static void relay_command(struct relay *r, const char *line)
 		relay_send(r, "250-relay.test\r\n");
 		relay_send(r, r->ehlo_ext);
 		relay_send(r, "250 OK\r\n");
+	} else if (strncmp(line, "MAIL", 4) == 0 && r->mail_reply) {
+		/* straight to the socket (earlier replies are long gone), then hang up */
+		(void)!write(bufferevent_getfd(r->bev), r->mail_reply, strlen(r->mail_reply));
+		shutdown(bufferevent_getfd(r->bev), SHUT_RDWR);
 	} else if (strncmp(line, "MAIL", 4) == 0) {
 		relay_send(r, "250 2.1.0 ok\r\n");
 	} else if (strncmp(line, "RCPT TO:<perm", 13) == 0) {
@@ -333,20 +339,27 @@ struct hostile {
 	const char *dot_reply;
 	int silent_mail;
 	enum smtp_verdict want;
+	const char *ext;
+	const char *mail_reply;
 };
 
 static void test_hostile(void)
 {
 	static char longline[5000];
 	const struct hostile cases[] = {
-		{ "garbage greeting", "hello\r\n", "250 ok\r\n", 0, SMTP_RETRY },
-		{ "greeting 554", "554 go away\r\n", "250 ok\r\n", 0, SMTP_RETRY },
-		{ "over-long greeting", longline, "250 ok\r\n", 0, SMTP_RETRY },
-		{ "garbage after the dot", "220 ok\r\n", "what?\r\n", 0, SMTP_UNKNOWN },
-		{ "9xx after the dot", "220 ok\r\n", "999 what\r\n", 0, SMTP_UNKNOWN },
-		{ "closed after the dot", "220 ok\r\n", NULL, 0, SMTP_UNKNOWN },
-		{ "4xx after the dot", "220 ok\r\n", "451 4.3.0 later\r\n", 0, SMTP_RETRY },
-		{ "silent MAIL", "220 ok\r\n", "250 ok\r\n", 1, SMTP_RETRY },
+		{ "garbage greeting", "hello\r\n", "250 ok\r\n", 0, SMTP_RETRY, NULL, NULL },
+		{ "greeting 554", "554 go away\r\n", "250 ok\r\n", 0, SMTP_RETRY, NULL, NULL },
+		{ "over-long greeting", longline, "250 ok\r\n", 0, SMTP_RETRY, NULL, NULL },
+		{ "garbage after the dot", "220 ok\r\n", "what?\r\n", 0, SMTP_UNKNOWN, NULL, NULL },
+		{ "9xx after the dot", "220 ok\r\n", "999 what\r\n", 0, SMTP_UNKNOWN, NULL, NULL },
+		{ "closed after the dot", "220 ok\r\n", NULL, 0, SMTP_UNKNOWN, NULL, NULL },
+		{ "4xx after the dot", "220 ok\r\n", "451 4.3.0 later\r\n", 0, SMTP_RETRY, NULL, NULL },
+		{ "silent MAIL", "220 ok\r\n", "250 ok\r\n", 1, SMTP_RETRY, NULL, NULL },
+		/* BDAT and the body went out with MAIL, but MAIL was refused: not unknown */
+		{ "MAIL 550 then close", "220 ok\r\n", "250 ok\r\n", 0, SMTP_PERMANENT,
+		  "250-PIPELINING\r\n250-CHUNKING\r\n", "550 5.7.1 sender refused\r\n" },
+		{ "MAIL 421 then close", "220 ok\r\n", "250 ok\r\n", 0, SMTP_RETRY,
+		  "250-PIPELINING\r\n250-CHUNKING\r\n", "421 4.3.2 closing\r\n" },
 	};
 	const char *rcpt[] = { "a@example.com", "b@example.com" };
 	struct buf msg = message("Subject: h\r\n\r\nx\r\n");
@@ -355,8 +368,10 @@ static void test_hostile(void)
 	memcpy(longline, "220 ", 4);
 	memcpy(longline + sizeof(longline) - 3, "\r\n", 3);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		struct relay script = { .greeting = cases[i].greeting, .ehlo_ext = "250-PIPELINING\r\n",
-					.dot_reply = cases[i].dot_reply, .silent_mail = cases[i].silent_mail };
+		struct relay script = { .greeting = cases[i].greeting,
+					.ehlo_ext = cases[i].ext ? cases[i].ext : "250-PIPELINING\r\n",
+					.dot_reply = cases[i].dot_reply, .silent_mail = cases[i].silent_mail,
+					.mail_reply = cases[i].mail_reply };
 		struct run t;
 
 		CHECK(run_start(&t, &script, "1s") == 0, "start");
@@ -371,6 +386,8 @@ static void test_hostile(void)
 
 int main(void)
 {
+	/* as in outboxd: a relay that hangs up must not kill the process on the next write */
+	signal(SIGPIPE, SIG_IGN);
 	test_one_transaction("250-PIPELINING\r\n250-SIZE 100000\r\n", 0);
 	test_one_transaction("", 0); /* lock step */
 	test_one_transaction("250-PIPELINING\r\n250-CHUNKING\r\n", 1);
