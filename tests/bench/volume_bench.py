@@ -11,7 +11,8 @@ Knobs (defaults are sized for a shared 2-core machine; raise them on a real one)
              BENCH_DAY_PARTITION=10s BENCH_LAYOUTS="plain partitioned"
   latency  : BENCH_LAT_RATES="500 1000" BENCH_LAT_SECONDS=15 BENCH_LAT_HISTORY=200000
   scaling  : BENCH_REPLICAS="1 2 4 8" BENCH_POOLS="4" BENCH_DELAYS_MS="0 20"
-             BENCH_SCALE_SECONDS=10 BENCH_STEADY_RATE=100
+             BENCH_SCALE_SECONDS=10 BENCH_STEADY_RATE=100 BENCH_PIPELINING=1 (relay offers it)
+  BENCH_NAPTIME=2s  autovacuum_naptime of the benchmark's cluster (compressed time)
   BENCH_OUT=dir  where the CSV files go (default tests/bench/out)
 """
 import os
@@ -89,6 +90,9 @@ class Stack:
         self.migrate()
         self.db = psycopg2.connect(self.url)
         self.db.autocommit = True
+        # time is compressed (retention in seconds), so autovacuum's one-minute naptime is too
+        self.sql("ALTER SYSTEM SET autovacuum_naptime = %s", (ENV("BENCH_NAPTIME", "2s"),))
+        self.sql("SELECT pg_reload_conf()")
         if layout == "partitioned":
             # the documented way: choose the period, ask for the layout, migrate again
             self.sql("UPDATE outbox.settings SET partition_period = %s, layout = 'partitioned'", (partition_period,))
@@ -106,6 +110,8 @@ class Stack:
     def start_relay(self, delay_ms, log=None):
         port = free_port()
         argv = [PY, RELAY, "--port", str(port), "--delay-ms", str(delay_ms)]
+        if ENV("BENCH_PIPELINING") == "1":
+            argv.append("--pipelining")
         if log:
             argv += ["--log", log]
         p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.tmp, "relay.log"), "ab"))
@@ -490,7 +496,8 @@ def main():
 
     signal.signal(signal.SIGTERM, on_signal)
     started = time.monotonic()
-    say(f"phases {PHASES}, layouts {LAYOUTS}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+    say(f"phases {PHASES}, layouts {LAYOUTS}, relay PIPELINING {'on' if ENV('BENCH_PIPELINING') == '1' else 'off'}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
     try:
         if "busyday" in PHASES:
             busy_day()
