@@ -81,40 +81,67 @@ COMMENT ON VIEW outbox.mirror_lag IS 'Kafka mirror backlog: unpublished events, 
 -- table) are counted too while the table is under 64 MiB, and above that estimated from the
 -- planner's statistics (the state's frequency times the row count, as of the last ANALYZE). The dispatcher reads this every few seconds: counting
 -- millions of sent rows there put a full scan of the table on the claim's connection.
+CREATE OR REPLACE FUNCTION outbox.queue_depth_estimate_rows()
+RETURNS TABLE (state text, count bigint, exact boolean)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, outbox
+AS $fn$
+DECLARE
+    rel     regclass[];
+    bytes   bigint;
+    tuples  double precision;
+    small   boolean;
+    f_sent  double precision;
+    f_canc  double precision;
+BEGIN
+    rel := ARRAY(SELECT 'outbox.messages'::regclass
+                 UNION ALL
+                 SELECT i.inhrelid::regclass FROM pg_inherits i WHERE i.inhparent = 'outbox.messages'::regclass);
+    SELECT sum(pg_relation_size(c.oid)), sum(greatest(c.reltuples, 0)) INTO bytes, tuples
+      FROM pg_class c WHERE c.oid = ANY (rel) AND c.relkind = 'r';
+    small := coalesce(bytes, 0) < 67108864;
+    -- each count below is its own statement, planned on its own partial index
+    state := 'pending'; count := (SELECT count(*) FROM outbox.messages m WHERE m.state = 'pending'); exact := true;
+    RETURN NEXT;
+    state := 'sending'; count := (SELECT count(*) FROM outbox.messages m WHERE m.state = 'sending');
+    RETURN NEXT;
+    IF small THEN
+        state := 'sent'; count := (SELECT count(*) FROM outbox.messages m WHERE m.state = 'sent');
+        RETURN NEXT;
+    ELSE
+        SELECT v.f INTO f_sent
+          FROM (SELECT st.most_common_vals::text::text[] AS vals, st.most_common_freqs AS freqs
+                  FROM pg_stats st
+                 WHERE st.schemaname = 'outbox' AND st.tablename = 'messages' AND st.attname = 'state'
+                 ORDER BY st.inherited DESC LIMIT 1) s
+         CROSS JOIN LATERAL unnest(s.vals, s.freqs) AS v(state, f) WHERE v.state = 'sent';
+        SELECT v.f INTO f_canc
+          FROM (SELECT st.most_common_vals::text::text[] AS vals, st.most_common_freqs AS freqs
+                  FROM pg_stats st
+                 WHERE st.schemaname = 'outbox' AND st.tablename = 'messages' AND st.attname = 'state'
+                 ORDER BY st.inherited DESC LIMIT 1) s
+         CROSS JOIN LATERAL unnest(s.vals, s.freqs) AS v(state, f) WHERE v.state = 'cancelled';
+        state := 'sent'; count := round(coalesce(f_sent, 0) * tuples)::bigint; exact := false;
+        RETURN NEXT;
+    END IF;
+    state := 'failed'; count := (SELECT count(*) FROM outbox.messages m WHERE m.state = 'failed'); exact := true;
+    RETURN NEXT;
+    state := 'dead'; count := (SELECT count(*) FROM outbox.messages m WHERE m.state = 'dead');
+    RETURN NEXT;
+    IF small THEN
+        state := 'cancelled'; count := (SELECT count(*) FROM outbox.messages m WHERE m.state = 'cancelled');
+    ELSE
+        state := 'cancelled'; count := round(coalesce(f_canc, 0) * tuples)::bigint; exact := false;
+    END IF;
+    RETURN NEXT;
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION outbox.queue_depth_estimate_rows() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION outbox.queue_depth_estimate_rows() TO outbox_producer, outbox_dispatcher;
+
 CREATE OR REPLACE VIEW outbox.queue_depth_estimate AS
-WITH rows AS (
-    SELECT sum(greatest(c.reltuples, 0)) AS n, sum(pg_catalog.pg_relation_size(c.oid)) AS bytes
-      FROM pg_catalog.pg_class c
-     WHERE c.relkind = 'r'
-       AND (c.oid = 'outbox.messages'::regclass
-            OR c.oid IN (SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = 'outbox.messages'::regclass))
-), freq AS (
-    SELECT v.state, v.f
-      FROM (SELECT st.most_common_vals::text::text[] AS vals, st.most_common_freqs AS freqs
-              FROM pg_catalog.pg_stats st
-             WHERE st.schemaname = 'outbox' AND st.tablename = 'messages' AND st.attname = 'state'
-             ORDER BY st.inherited DESC LIMIT 1) s
-     CROSS JOIN LATERAL unnest(s.vals, s.freqs) AS v(state, f)
-)
-SELECT x.state, x.count, x.exact
-  FROM (SELECT 1 AS ord, 'pending' AS state, (SELECT count(*) FROM outbox.messages m WHERE m.state = 'pending') AS count, true AS exact
-        UNION ALL
-        SELECT 2, 'sending', (SELECT count(*) FROM outbox.messages m WHERE m.state = 'sending'), true
-        UNION ALL
-        SELECT 3, 'sent', CASE WHEN (SELECT rows.bytes FROM rows) < 67108864
-                    THEN (SELECT count(*) FROM outbox.messages m WHERE m.state = 'sent')
-                    ELSE coalesce((SELECT round(freq.f * rows.n)::bigint FROM freq, rows WHERE freq.state = 'sent'), 0) END,
-               (SELECT rows.bytes FROM rows) < 67108864
-        UNION ALL
-        SELECT 4, 'failed', (SELECT count(*) FROM outbox.messages m WHERE m.state = 'failed'), true
-        UNION ALL
-        SELECT 5, 'dead', (SELECT count(*) FROM outbox.messages m WHERE m.state = 'dead'), true
-        UNION ALL
-        SELECT 6, 'cancelled', CASE WHEN (SELECT rows.bytes FROM rows) < 67108864
-                    THEN (SELECT count(*) FROM outbox.messages m WHERE m.state = 'cancelled')
-                    ELSE coalesce((SELECT round(freq.f * rows.n)::bigint FROM freq, rows WHERE freq.state = 'cancelled'), 0) END,
-               (SELECT rows.bytes FROM rows) < 67108864
-       ) x
- ORDER BY x.ord;
+SELECT q.state, q.count, q.exact FROM outbox.queue_depth_estimate_rows() q;
 COMMENT ON VIEW outbox.queue_depth_estimate IS
     'Messages per state without a scan of the history: exact for pending, sending, failed, dead; sent and cancelled estimated from statistics';

@@ -434,9 +434,11 @@ def scaling():
 
 def scale_point(st, port, n, pool, delay, seconds, steady):
     st.sql("TRUNCATE outbox.messages, outbox.events CASCADE")
-    # enough for the whole window at the best rate the relay allows (lock-step: ~4 delays per message)
-    per_conn = 1000.0 / (4 * delay) if delay else 400.0
-    queued = int(min(60000, max(2000, n * pool * per_conn * (seconds + 5))))
+    # enough for the whole window at the best rate the relay allows (4 delays per message in
+    # lock step, 2 with PIPELINING), with room to spare
+    trips = 2 if ENV("BENCH_PIPELINING") == "1" else 4
+    per_conn = 1000.0 / (trips * delay) if delay else 400.0
+    queued = int(min(60000, max(2000, 1.5 * n * pool * per_conn * (seconds + 5))))
     st.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
            "SELECT ARRAY['s' || g || '@example.com'], 'scale', %s FROM generate_series(1, %s) g", (BODY, queued))
     st.sql("VACUUM ANALYZE outbox.messages")
