@@ -4,7 +4,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(31);
+SELECT plan(32);
 
 TRUNCATE outbox.messages, outbox.events CASCADE;
 TRUNCATE outbox.message_keys, outbox.retention_cleanup;
@@ -32,8 +32,19 @@ UPDATE outbox.events e SET created_at = now() - interval '101 days',
 CREATE TEMP TABLE before_m AS SELECT * FROM outbox.messages;
 CREATE TEMP TABLE before_e AS SELECT id, state, event_id FROM outbox.events;
 
+-- The optional preparation of docs/operations.md, for messages only (events take the path
+-- without it): the switch must reuse what was built, not build it again.
+SET CONSTRAINTS ALL IMMEDIATE;
+ALTER TABLE outbox.messages ADD COLUMN part_at timestamptz NOT NULL DEFAULT '-infinity';
+ALTER TABLE outbox.messages ADD CONSTRAINT messages_legacy_range CHECK (part_at < '1970-01-01 00:00:00+00') NOT VALID;
+ALTER TABLE outbox.messages VALIDATE CONSTRAINT messages_legacy_range;
+CREATE UNIQUE INDEX messages_legacy_pkey ON outbox.messages (id, part_at);
+CREATE TEMP TABLE prepared AS SELECT 'outbox.messages_legacy_pkey'::regclass::oid AS ix;
+
 -- The move: the existing tables become the first partition, nothing is copied.
 SELECT is(outbox.use_partitioned_layout(), true, 'use_partitioned_layout() moves an existing install');
+SELECT is((SELECT c.conindid FROM pg_constraint c WHERE c.conrelid = 'outbox.messages_legacy'::regclass AND c.contype = 'p'),
+          (SELECT ix FROM prepared), 'the prepared (id, part_at) index became the legacy partition''s key');
 SELECT is(outbox.layout(), 'partitioned', 'messages and events are now partitioned');
 SELECT is(outbox.use_partitioned_layout(), false, 'a second call does nothing');
 SELECT is((SELECT count(*)::int FROM outbox.messages), (SELECT count(*)::int FROM before_m), 'every message is still there');
