@@ -19,10 +19,12 @@ def nice_max(v):
     return v
 
 
-def svg_chart(title, series, unit, thresholds=(), width=560, height=230):
-    """series: [(label, [(x, y), ...])]; thresholds: [(label, y, color)] drawn dashed."""
+def svg_chart(title, series, unit, thresholds=(), width=560, height=245, ymin_top=0):
+    """series: [(label, [(x, y), ...])] (x < 0, before the start, is left out); thresholds:
+    [(label, y, color)] drawn dashed; ymin_top: a percentage axis stops there when it can."""
+    series = [(label, [(x, y) for x, y in s if x >= 0]) for label, s in series]
     pts = [p for _, s in series for p in s if p[1] is not None]
-    left, right, top, bottom = 58, 12, 26, 34
+    left, right, top, bottom = 58, 12, 40, 34  # the legend sits between title and plot
     pw, ph = width - left - right, height - top - bottom
     xdata = max([p[0] for p in pts] + [1.0])
     xstep = next((st for st in STEPS if xdata / st <= 8), STEPS[-1])
@@ -30,6 +32,8 @@ def svg_chart(title, series, unit, thresholds=(), width=560, height=230):
     xmax = xticks * xstep
     # the scale follows the data and the lowest threshold; higher ones are named at the top
     ymax = nice_max(max([p[1] * 1.1 for p in pts] + [min((t[1] for t in thresholds), default=0) * 1.15, 0]))
+    if ymin_top and all(p[1] <= ymin_top for p in pts):
+        ymax = ymin_top
     X = lambda x: left + pw * x / xmax  # noqa: E731
     Y = lambda y: top + ph * (1 - y / ymax)  # noqa: E731
     o = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
@@ -49,13 +53,14 @@ def svg_chart(title, series, unit, thresholds=(), width=560, height=230):
     for k, (label, yv, color) in enumerate(thresholds):
         anchor, tx = ("end", left + pw - 4) if k % 2 == 0 else ("start", left + 4)
         if yv > ymax:
-            o.append(f'<text x="{left + pw - 4}" y="{top - 4}" text-anchor="end" fill="{color}">'
+            o.append(f'<text x="{left + pw - 4}" y="{top + 12}" text-anchor="end" fill="{color}">'
                      f'{html.escape(label)} (above the scale)</text>')
             continue
         o.append(f'<line x1="{left}" x2="{left + pw}" y1="{Y(yv):.1f}" y2="{Y(yv):.1f}" stroke="{color}" '
                  f'stroke-dasharray="6 4" stroke-width="1.5"/>'
-                 f'<text x="{tx}" y="{Y(yv) - 4:.1f}" text-anchor="{anchor}" fill="{color}">{html.escape(label)}</text>')
-    lx = left + 8
+                 f'<text x="{tx}" y="{Y(yv) + (13 if Y(yv) - top < 24 else -4):.1f}" text-anchor="{anchor}" '
+                 f'fill="{color}">{html.escape(label)}</text>')
+    lx = left
     for k, (label, s) in enumerate(series):
         color = PALETTE[k % len(PALETTE)]
         good = [(x, y) for x, y in s if y is not None]
@@ -64,8 +69,8 @@ def svg_chart(title, series, unit, thresholds=(), width=560, height=230):
         elif good:
             pts_s = " ".join(f"{X(x):.1f},{Y(y):.1f}" for x, y in good)
             o.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts_s}"/>')
-        o.append(f'<rect x="{lx}" y="{top + 6}" width="10" height="10" fill="{color}"/>'
-                 f'<text x="{lx + 14}" y="{top + 15}">{html.escape(label)}</text>')
+        o.append(f'<rect x="{lx}" y="{top - 15}" width="10" height="10" fill="{color}"/>'
+                 f'<text x="{lx + 14}" y="{top - 6}">{html.escape(label)}</text>')
         lx += 22 + 7 * len(label)
     o.append("</svg>")
     return "".join(o)
@@ -118,7 +123,7 @@ def scenario_section(r, sla):
         ("relay", [(e["t"], e.get("relay_cpu_pct")) for e in tl]),
         ("load generator", [(e["t"], e.get("driver_cpu_pct")) for e in tl]),
         ("machine busy", [(e["t"], e.get("host_busy_pct")) for e in tl])], "%",
-        [("outboxd alert 85 %", 85, "#cf222e")])
+        [("outboxd alert 85 %", 85, "#cf222e")], ymin_top=100)
     rss = svg_chart("outboxd memory", [("RSS MiB (sum)", [(e["t"], e.get("rss_mb")) for e in tl])], "MiB")
     charts = [lat, thr, back, cpu, rss]
     if r["kafka_lag_max"] is not None:
