@@ -13,14 +13,15 @@ import tempfile
 import pytest
 
 from conftest import ROOT, psql
+from smtp_servers import free_port
 from test_make_run import Stack, stack_processes
 
 
 @pytest.fixture
-def stack():
+def stack(request):
     path = tempfile.mkdtemp(prefix="outboxd-smoke-")
     os.chmod(path, 0o755)
-    s = Stack(path)
+    s = Stack(path, env=getattr(request, "param", None))
     try:
         s.wait_up()
         yield s
@@ -85,3 +86,12 @@ def test_make_smoke_passes_then_fails_naming_the_relay_and_the_schema(stack, tmp
     assert result(out, "migrations") == "FAIL", out
     assert re.search(rf"^migrations\s+FAIL\s+pending: 0*{last}_", out, re.M), out
     assert re.search(r"^smoke: FAIL: .*\bmigrations\b", out, re.M), out
+
+
+@pytest.mark.skipif(os.environ.get("LONG") != "1", reason="LONG=1: KAFKA=1 make run starts a broker")
+@pytest.mark.parametrize("stack", [{"KAFKA": "1", "KAFKA_PORT": str(free_port())}], indirect=True, ids=["kafka"])
+def test_make_smoke_publishes_an_event_with_the_mirror_on(stack):
+    rc, out = smoke(stack)
+    assert rc == 0, out
+    assert result(out, "kafka") == "PASS" and re.search(r"published in [\d.]+ s, partition \d+ offset \d+", out), out
+    assert re.search(r"^smoke: PASS \(7 passed, 0 failed, 0 skipped\)$", out, re.M), out
