@@ -595,6 +595,18 @@ static void on_final_reply(struct conn *c)
 		txn_end(c, SMTP_EV_DATA_REFUSED, code, c->reply.text);
 }
 
+/* Re-arms the timer for the next reply awaited: RFC 5321 §4.5.3.2 gives DATA 2 minutes,
+ * MAIL and RCPT 5, BDAT LAST (like the final ".") 10. */
+static void txn_arm(struct conn *c)
+{
+	size_t rcpt = 0;
+	enum step st = step_at(c, c->answered, &rcpt);
+	uint64_t ms = cap_ms(c->s, st == ST_DATA ? T_DATA_INIT_MS : st == ST_BDAT ? T_DOT_MS : T_COMMAND_MS);
+	struct timeval tv = { .tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
+
+	evtimer_add(c->timer, &tv);
+}
+
 static void on_txn_reply(struct conn *c)
 {
 	struct nmsg *m = c->m;
@@ -670,6 +682,8 @@ static void on_txn_reply(struct conn *c)
 		return;
 	}
 	txn_pump(c);
+	if (c->state == CS_TXN)
+		txn_arm(c);
 }
 
 /* ---- session set-up: greeting, EHLO, STARTTLS, AUTH ------------------------------------ */
