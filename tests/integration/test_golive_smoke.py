@@ -9,6 +9,8 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
+import urllib.request
 
 import pytest
 
@@ -23,7 +25,7 @@ def stack(request):
     os.chmod(path, 0o755)
     s = Stack(path, env=getattr(request, "param", None))
     try:
-        s.wait_up()
+        wait_ready(s)
         yield s
     finally:
         s.signal_group(signal.SIGTERM)
@@ -35,6 +37,23 @@ def stack(request):
             subprocess.run([os.path.join(ROOT, "ops", "scripts", "pg-local.sh"), "destroy",
                             os.path.join(s.local, "pg")], check=False, capture_output=True)
             shutil.rmtree(path, ignore_errors=True)
+
+
+def wait_ready(s, timeout=120):
+    """Up: the banner is out and /health/ready answers 200 (with KAFKA=1 the mirror registers
+    as idle too, so Stack.wait_up's count of idle dispatchers does not apply)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert s.proc.poll() is None, f"make run exited early:\n{s.output()[-3000:]}"
+        if "Ctrl-C stops" in s.output():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{s.http_port}/health/ready", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+        time.sleep(0.2)
+    raise AssertionError(f"local stack did not come up:\n{s.output()[-3000:]}")
 
 
 def smoke(s, **env):
