@@ -14,6 +14,7 @@
 #include "mime.h"
 #include "pg.h"
 #include "pgarray.h"
+#include "relaytext.h"
 #include "smtp.h"
 #include "telemetry.h"
 
@@ -117,7 +118,8 @@ static void on_transfer_done(void *arg, size_t index, const struct smtp_result *
 	uint64_t now = clock_mono_ms();
 
 	free((char *)rc->text);
-	rc->text = r->text ? strdup(r->text) : NULL;
+	/* the relay's words, made storable: invalid UTF-8 would make last_error NULL */
+	rc->text = relay_text_dup(r->text, RELAY_TEXT_MAX);
 	rc->code = r->outcome.code;
 	if (r->not_attempted) {
 		rc->state = RCPT_PENDING;
@@ -150,7 +152,7 @@ static void on_transfer_done(void *arg, size_t index, const struct smtp_result *
 		case SMTP_CONFIG:
 			log_error("relay refused our configuration (authentication or TLS); pausing",
 				  "iid", (long long)j->id, "ismtp", (long long)r->outcome.code, "serror",
-				  r->text ? r->text : "", NULL);
+				  rc->text ? rc->text : "", NULL);
 			rc->state = RCPT_PENDING;
 			break;
 		case SMTP_RETRY:

@@ -1,6 +1,7 @@
 /* job: the pure decisions of a row's life (recipients, verdict, claim size, flush timing)
  * and of the mirror's reads. No I/O: callers bring what they observed. */
 #include "job.h"
+#include "relaytext.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -123,6 +124,7 @@ void job_verdict(const struct rcpt_reply *r, size_t n, const struct rcpt_reply *
 		v->outcome = v->counted = OUTCOME_SENT;
 		v->code = 250;
 	}
+	relay_text_trim_tail(v->error); /* snprintf may have cut a character in two */
 }
 
 /* ---- claiming ------------------------------------------------------------------------ */
