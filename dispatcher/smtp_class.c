@@ -72,6 +72,14 @@ static const struct rule rules[] = {
 	{ CURLE_WEIRD_SERVER_REPLY, 200, 299, NEED_AFTER, SMTP_OK, 0, 1, 0, 1, "accepted (2xx other than 250)" },
 	{ CURLE_WEIRD_SERVER_REPLY, 400, 499, NEED_AFTER, SMTP_RETRY, 0, 1, 1, 1, "message deferred (4xx)" },
 	{ CURLE_WEIRD_SERVER_REPLY, 500, 599, NEED_AFTER, SMTP_PERMANENT, 0, 1, 1, 1, "message refused (5xx)" },
+	/* A code outside 2xx-5xx (199, 999), or a 3xx, after the whole payload went: the
+	 * relay may have queued it. Charged, so max_attempts bounds how often it is sent again. */
+	{ CURLE_WEIRD_SERVER_REPLY, LONG_MIN, 199, NEED_DATA, SMTP_UNKNOWN, 1, 0, 1, 0,
+	  "reply outside 2xx-5xx after DATA" },
+	{ CURLE_WEIRD_SERVER_REPLY, 600, LONG_MAX, NEED_DATA, SMTP_UNKNOWN, 1, 0, 1, 0,
+	  "reply outside 2xx-5xx after DATA" },
+	{ CURLE_WEIRD_SERVER_REPLY, 300, 399, NEED_DATA, SMTP_UNKNOWN, 1, 0, 1, 1,
+	  "3xx reply to the end of data" },
 	{ CURLE_WEIRD_SERVER_REPLY, 100, 599, 0, SMTP_RETRY, 1, 0, 0, 1, "greeting refused" },
 	{ CURLE_WEIRD_SERVER_REPLY, R_ANY, 0, SMTP_RETRY, 1, 0, 1, 0, "unexpected server reply" },
 

@@ -49,6 +49,11 @@ static const struct row rows[] = {
 	{ "final . 550", CURLE_WEIRD_SERVER_REPLY, 550, DS, SMTP_PERMANENT, 0, 1, 1, 550 },
 	{ "final . 552", CURLE_WEIRD_SERVER_REPLY, 552, RE | DS, SMTP_PERMANENT, 0, 1, 1, 552 },
 	{ "final . 554", CURLE_WEIRD_SERVER_REPLY, 554, DS, SMTP_PERMANENT, 0, 1, 1, 554 },
+	{ "final . 199", CURLE_WEIRD_SERVER_REPLY, 199, DS, SMTP_UNKNOWN, 1, 0, 1, 0 },
+	{ "final . 100 reused", CURLE_WEIRD_SERVER_REPLY, 100, RE | DS, SMTP_UNKNOWN, 1, 0, 1, 0 },
+	{ "final . 999", CURLE_WEIRD_SERVER_REPLY, 999, DS, SMTP_UNKNOWN, 1, 0, 1, 0 },
+	{ "final . 600", CURLE_WEIRD_SERVER_REPLY, 600, DS, SMTP_UNKNOWN, 1, 0, 1, 0 },
+	{ "final . 399", CURLE_WEIRD_SERVER_REPLY, 399, DS, SMTP_UNKNOWN, 1, 0, 1, 399 },
 	{ "final . 251", CURLE_WEIRD_SERVER_REPLY, 251, DS, SMTP_OK, 0, 1, 0, 251 },
 	{ "final . 421 and close", CURLE_WEIRD_SERVER_REPLY, 421, DS, SMTP_RETRY, 1, 0, 1, 421 },
 	{ "next on that connection", CURLE_RECV_ERROR, 0, RE, SMTP_RETRY_NOW, 0, 0, 0, 0 },
@@ -113,8 +118,8 @@ static void test_table(void)
  * answered never both; retry-now never charges; ok never hits the breaker. */
 static void test_invariants(void)
 {
-	static const long resps[] = { -1, 0, 100, 220, 250, 251, 354, 421, 450, 452,
-				      499, 500, 530, 535, 538, 550, 554, 599, 600 };
+	static const long resps[] = { -1, 0, 100, 199, 220, 250, 251, 354, 421, 450, 452,
+				      499, 500, 530, 535, 538, 550, 554, 599, 600, 999 };
 	/* codes that cannot happen once a reply was read: a 354 with them is impossible */
 	static const int pre_connect[] = { CURLE_COULDNT_RESOLVE_PROXY, CURLE_COULDNT_RESOLVE_HOST,
 					   CURLE_COULDNT_CONNECT, CURLE_SSL_CONNECT_ERROR, CURLE_PROXY };
@@ -136,7 +141,12 @@ static void test_invariants(void)
 				    (o.code != 0 && (o.code < 100 || o.code > 599)) ||
 				    (resps[k] == 354 && cc != 0 && !early && o.verdict != SMTP_UNKNOWN &&
 				     cc != CURLE_READ_ERROR && o.verdict != SMTP_CONFIG) ||
-				    ((f & DS) && cc != 0 && o.verdict == SMTP_RETRY_NOW)) {
+				    ((f & DS) && cc != 0 && o.verdict == SMTP_RETRY_NOW) ||
+				    /* after the payload, a reply that is not 2xx/4xx/5xx is never
+				       free: it may have been queued, so it is charged */
+				    ((f & DS) && cc == CURLE_WEIRD_SERVER_REPLY &&
+				     (resps[k] / 100 < 2 || resps[k] / 100 == 3 || resps[k] > 599) &&
+				     (o.verdict != SMTP_UNKNOWN || !o.charge_attempt))) {
 					bad++;
 					fprintf(stderr, "invariant broken: cc=%d resp=%ld f=%d -> %s\n", cc,
 						resps[k], f, smtp_verdict_name(o.verdict));
@@ -156,8 +166,22 @@ static void test_names(void)
 	CHECK_STR(smtp_verdict_name((enum smtp_verdict)77), "invalid");
 }
 
+/* The native engine reports the reply to the final "." as an event: same verdicts. */
+static void test_events_after_data(void)
+{
+	static const int codes[] = { 100, 199, 399, 600, 999 };
+
+	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+		struct smtp_outcome o = smtp_classify_event(SMTP_EV_DATA_REFUSED, codes[i], 0);
+		CHECK(o.verdict == SMTP_UNKNOWN && o.charge_attempt && o.breaker_failure,
+		      "final reply %d: %s charge %d", codes[i], smtp_verdict_name(o.verdict), o.charge_attempt);
+		CHECK(o.why != NULL && *o.why, "final reply %d: no reason", codes[i]);
+	}
+}
+
 int main(void)
 {
+	test_events_after_data();
 	test_table();
 	test_invariants();
 	test_names();
