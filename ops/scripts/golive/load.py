@@ -89,22 +89,25 @@ class OwnStack:
     """PostgreSQL, the relay (instant or delayed), N dispatchers and optionally Kafka, all in a
     temporary directory, all stopped by stop()."""
 
-    def __init__(self, tmp, replicas, delay_ms, pool, mirror):
+    def __init__(self, tmp):
         self.tmp, self.procs, self.kafka_dir = tmp, [], None
         self.pgdir = os.path.join(tmp, "pg")
+
+    def start(self, replicas, delay_ms, pool, mirror):
+        """Separate from __init__ so that stop() also runs when starting fails half-way."""
         out = subprocess.run([PG_LOCAL, "start", self.pgdir], check=True, capture_output=True, text=True).stdout
         env = dict(w.split("=", 1) for w in out.split() if "=" in w)
         self.dsn = f"postgresql://postgres@127.0.0.1:{env['PGPORT']}/postgres"
         os.environ["PRODUCER_DATABASE_URL"] = self.dsn
         subprocess.run([c.outboxd_bin(), "migrate", "--database-url", self.dsn], check=True,
                        capture_output=True, timeout=120)
-        self.relay_log = os.path.join(tmp, "relay.log")
+        self.relay_log = os.path.join(self.tmp, "relay.log")
         rport = free_port()
         self.relay = self.spawn([PY, RELAY, "--port", str(rport), "--delay-ms", str(delay_ms),
                                  "--log", self.relay_log], "relay")
         brokers = ""
         if mirror:
-            self.kafka_dir = os.path.join(tmp, "kafka")
+            self.kafka_dir = os.path.join(self.tmp, "kafka")
             out = subprocess.run(["bash", KAFKA_SH, "up", "--dir", self.kafka_dir, "--port", str(free_port())],
                                  check=True, capture_output=True, text=True, timeout=180).stdout
             brokers = out.split("KAFKA_BOOTSTRAP=", 1)[1].split()[0].strip("'\"")
@@ -383,6 +386,10 @@ def summarize(name, rate, duration, rows, ok, db, got250, samples, start, draine
     }
 
 
+def interrupted(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main():
     import argparse
     import tempfile
@@ -403,6 +410,8 @@ def main():
         print(f"load-test: environment {c.setting('GOLIVE_ENV')} refuses load tests (LOAD_STACK=refuse)", file=sys.stderr)
         return 2
     names = ORDER if a.scenario == "all" else [a.scenario]
+    # SIGTERM unwinds like Ctrl-C, so the stack of its own is stopped either way
+    signal.signal(signal.SIGTERM, interrupted)
     os.makedirs(a.out, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="outboxd-load-")
     os.chmod(tmp, 0o755)
@@ -411,7 +420,8 @@ def main():
     results = []
     try:
         if mode == "own":
-            stack = OwnStack(tmp, a.replicas, a.relay_delay_ms, a.pool, a.mirror)
+            stack = OwnStack(tmp)
+            stack.start(a.replicas, a.relay_delay_ms, a.pool, a.mirror)
         else:
             stack = ExternalStack()
         conn = psycopg2.connect(stack.dsn, connect_timeout=10, application_name="outboxd-load")
@@ -468,4 +478,8 @@ def print_line(r):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as e:
+        print(f"load-test: interrupted ({e or 'Ctrl-C'}); its stack was stopped", file=sys.stderr)
+        sys.exit(130)
