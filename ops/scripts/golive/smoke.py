@@ -145,8 +145,10 @@ class Smoke:
             self.add("kafka", True, f"published in {time.monotonic() - t0:.2f} s, partition {row[1]} "
                                     f"offset {row[2]}, event {event_id}")
         else:
+            # events cannot be cancelled: a stalled mirror publishes it once it recovers
             self.add("kafka", False, f"event {event_id} {row[0] if row else '?'} after {self.timeout:g} s"
-                                     f"{': ' + row[3] if row and row[3] else ''}")
+                                     f"{': ' + row[3] if row and row[3] else ''}"
+                                     f"{' (left pending: the mirror publishes it when it recovers)' if row and row[0] == 'pending' else ''}")
 
     def status(self):
         rc, out, err = c.run_outboxd("status")
