@@ -404,28 +404,25 @@ static void txn_report(struct conn *c, enum smtp_event ev, int code, const char 
 static void txn_end(struct conn *c, enum smtp_event ev, int code, const char *text)
 {
 	struct native *s = c->s;
+	char *owned = c->fail_text; /* text may be this: freed only after the report */
+	int close_now = 0;
 
-	c->done_txns++;
-	free(c->fail_text);
 	c->fail_text = NULL;
+	c->done_txns++;
 	if (c->voided || ev != SMTP_EV_ACCEPTED)
 		c->need_rset = 1;
 	if (c->doomed || s->aborting) {
-		txn_report(c, ev, code, text);
-		conn_close(c);
-		return;
-	}
-	if (c->done_txns >= s->max_msgs) {
+		close_now = 1;
+	} else if (c->done_txns >= s->max_msgs) {
 		conn_set_state(c, CS_QUIT);
-		if (conn_write(c, "QUIT\r\n", 6) != 0) {
-			txn_report(c, ev, code, text);
-			conn_close(c);
-			return;
-		}
+		close_now = conn_write(c, "QUIT\r\n", 6) != 0;
 	} else {
 		conn_set_state(c, CS_READY);
 	}
 	txn_report(c, ev, code, text);
+	free(owned);
+	if (close_now)
+		conn_close(c);
 }
 
 /* The connection failed (closed, timed out, spoke nonsense, TLS, setup refusals): report
@@ -623,6 +620,9 @@ static void on_txn_reply(struct conn *c)
 		break;
 	case ST_MAIL:
 		c->mail_code = code;
+		/* a relay's per-connection cap answers MAIL with 4xx: a fresh connection may do */
+		if (code / 100 == 4)
+			c->doomed = 1;
 		if (code / 100 != 2) {
 			if (set_fail_text(c) != 0) {
 				conn_fail(c, SMTP_EV_LOCAL, 0, "out of memory");

@@ -113,6 +113,20 @@ def test_one_transaction_records_each_recipients_reply(migrated_db, fault_smtpd,
         assert sorted(m.recipients[0] for m in first) == ["ok+a@example.com", "ok+d@example.com"]
 
 
+@pytest.mark.parametrize("code,state", [(550, "failed"), (451, "pending")])
+def test_sender_refused_at_mail_decides_every_recipient(migrated_db, fault_smtpd, outboxd_factory, code, state):
+    migrated_db.sql("INSERT INTO outbox.messages (sender, recipients, cc, subject, body_text) "
+                    f"VALUES ('mail{code}+s@example.com', ARRAY['ok+a@example.com'], ARRAY['ok+b@example.com'], "
+                    "'refused sender', 'x')")
+    outboxd_factory(fault_smtpd.url, env={"OUTBOXD_DISPATCHER_RETRY_BASE": "1h", "OUTBOXD_DISPATCHER_RETRY_CAP": "1h"})
+    wait_for(lambda: row(migrated_db, 1)["attempts"] >= 1 and row(migrated_db, 1)["state"] == state,
+             timeout=20, what=state)
+    # the engines agree: both recipients carry MAIL's reply, its text is recorded
+    assert recipient_rows(migrated_db) == [f"ok+a@example.com|{state}|{code}", f"ok+b@example.com|{state}|{code}"]
+    assert str(code) in row(migrated_db, 1)["error"]
+    assert fault_smtpd.count() == 0
+
+
 def test_failed_transaction_is_reset_before_the_next_message(migrated_db, fault_smtpd, outboxd_factory,
                                                              smtp_engine):
     migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) VALUES "

@@ -26,6 +26,8 @@ struct relay {
 	const char *dot_reply; /* raw reply to the final "." / BDAT LAST; NULL = close */
 	int silent_mail;       /* from MAIL on, answer nothing (a hung relay) */
 	const char *mail_reply; /* raw reply to MAIL, then close; NULL = "250" and go on */
+	int mail_cap;          /* answer the 2nd MAIL on a connection with 452 (a per-connection cap) */
+	int mails;             /* MAIL commands on the current connection */
 	int silent;
 	struct event_base *base;
 	int fd;
@@ -69,6 +71,8 @@ static void relay_command(struct relay *r, const char *line)
 		/* straight to the socket (earlier replies are long gone), then hang up */
 		(void)!write(bufferevent_getfd(r->bev), r->mail_reply, strlen(r->mail_reply));
 		shutdown(bufferevent_getfd(r->bev), SHUT_RDWR);
+	} else if (strncmp(line, "MAIL", 4) == 0 && r->mail_cap && ++r->mails > 1) {
+		relay_send(r, "452 4.5.3 too many messages on this connection\r\n");
 	} else if (strncmp(line, "MAIL", 4) == 0) {
 		relay_send(r, "250 2.1.0 ok\r\n");
 	} else if (strncmp(line, "RCPT TO:<perm", 13) == 0) {
@@ -156,6 +160,7 @@ static void relay_accept(evutil_socket_t fd, short what, void *arg)
 	if (r->bev)
 		bufferevent_free(r->bev);
 	r->conns++;
+	r->mails = 0;
 	r->in_data = 0;
 	r->bdat_left = 0;
 	r->bev = bufferevent_socket_new(r->base, c, BEV_OPT_CLOSE_ON_FREE);
@@ -333,6 +338,27 @@ static void test_rset_after_refusal(void)
 	buf_free(&msg);
 }
 
+static void test_reconnect_after_mail_4xx(void)
+{
+	struct relay script = { .greeting = "220 relay\r\n", .ehlo_ext = "250-PIPELINING\r\n",
+				.dot_reply = "250 queued\r\n", .mail_cap = 1 };
+	const char *rcpt[] = { "ok@example.com" };
+	struct buf msg = message("Subject: c\r\n\r\nx\r\n");
+	struct run t;
+
+	CHECK(run_start(&t, &script, "5s") == 0, "start");
+	run_send(&t, rcpt, 1, &msg);
+	CHECK(t.res[0].outcome.verdict == SMTP_OK, "first: %s", t.res[0].text);
+	run_send(&t, rcpt, 1, &msg);
+	CHECK(t.res[0].outcome.verdict == SMTP_RETRY && t.res[0].outcome.code == 452, "capped: %s", t.res[0].text);
+	/* the next message goes on a new connection, which takes it */
+	run_send(&t, rcpt, 1, &msg);
+	CHECK(t.res[0].outcome.verdict == SMTP_OK, "third: %s", t.res[0].text);
+	CHECK_INT(t.relay.conns, 2);
+	run_end(&t);
+	buf_free(&msg);
+}
+
 struct hostile {
 	const char *what;
 	const char *greeting;
@@ -393,6 +419,7 @@ int main(void)
 	test_one_transaction("250-PIPELINING\r\n250-CHUNKING\r\n", 1);
 	test_one_transaction("250-CHUNKING\r\n", 1);
 	test_rset_after_refusal();
+	test_reconnect_after_mail_4xx();
 	test_hostile();
 	return test_summary("smtp_native");
 }
