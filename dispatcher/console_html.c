@@ -440,7 +440,10 @@ static void fields(struct out *o, json_t *m)
 		json_t *val = json_object_get(m, keys[i]);
 		size_t n = strlen(keys[i]);
 
-		fmt(o, "<tr><th>%s</th><td>", keys[i]);
+		/* raw(), not fmt("%s"): gcc's -O1 sanitizer build misreads the loop as passing NULL */
+		raw(o, "<tr><th>");
+		raw(o, keys[i]);
+		raw(o, "</th><td>");
 		if (strcmp(keys[i], "state") == 0)
 			badge(o, json_string_value(val));
 		else if (n > 3 && (strcmp(keys[i] + n - 3, "_at") == 0 || strcmp(keys[i], "not_before") == 0))
