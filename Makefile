@@ -44,6 +44,8 @@ help:
 	@echo "make asan            build build-asan/outboxd with ASan+UBSan"
 	@echo "make test            every test: C unit, pgTAP, integration (installs deps, starts its own services)"
 	@echo "make test-asan       the dispatcher's integration suites against the ASan+UBSan build"
+	@echo "make format-check    C sources against .clang-format (make format rewrites them)"
+	@echo "make cppcheck        static analysis; suppressions in ops/scripts/cppcheck.sh"
 	@echo "make run             local stack: PostgreSQL + smtp-sink (+ Kafka with KAFKA=1) + outboxd; RESET=1 starts empty"
 	@echo "make kafka-up/down   a local single-node Apache Kafka 4 (KRaft) on 127.0.0.1:\$$KAFKA_PORT"
 	@echo "make bench           benchmarks under tests/bench (print ratios, not pass/fail)"
@@ -99,6 +101,7 @@ unit-valgrind: $(UNIT_BINS)
 test: deps
 	@bash ops/scripts/kafka.sh fetch || echo "make test: the Kafka jars could not be fetched; the Kafka suites will fail" >&2
 	@$(MAKE) --no-print-directory all unit-bins
+	@$(MAKE) --no-print-directory format-check cppcheck
 	@bash tests/run.sh
 
 # The product on a local stack (ops/scripts/run-local.sh); RESET=1 empties .local first.
@@ -112,6 +115,25 @@ kafka-up:
 
 kafka-down:
 	@bash ops/scripts/kafka.sh down
+
+# C sources under the pinned .clang-format. Modules still being written in other branches
+# join the check once their authors run `make format` on them.
+FORMAT_PENDING = $(wildcard dispatcher/smtp*.c dispatcher/smtp*.h dispatcher/console*.c dispatcher/console*.h \
+                 dispatcher/retention.c dispatcher/retention.h dispatcher/relaytext.c dispatcher/relaytext.h \
+                 tests/unit/test_smtp_*.c tests/unit/test_console*.c tests/unit/test_relaytext.c)
+C_STYLE_FILES = $(filter-out $(FORMAT_PENDING),$(wildcard dispatcher/*.c dispatcher/*.h tests/unit/*.c tests/unit/*.h))
+
+format:
+	clang-format -i $(C_STYLE_FILES)
+
+format-check:
+	@command -v clang-format >/dev/null || { echo "clang-format missing: run make deps" >&2; exit 1; }
+	@clang-format --dry-run --Werror $(C_STYLE_FILES)
+	@echo "format-check: $(words $(C_STYLE_FILES)) files clean"
+
+cppcheck:
+	@bash ops/scripts/cppcheck.sh
+	@echo "cppcheck: clean"
 
 bench: all
 	@bash tests/bench/run.sh

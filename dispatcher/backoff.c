@@ -16,8 +16,7 @@ uint64_t backoff_ceiling_ms(unsigned attempt, uint64_t base_ms, uint64_t cap_ms)
 	return base_ms << shift;
 }
 
-uint64_t backoff_full_jitter_ms(unsigned attempt, uint64_t base_ms, uint64_t cap_ms,
-				uint64_t random64)
+uint64_t backoff_full_jitter_ms(unsigned attempt, uint64_t base_ms, uint64_t cap_ms, uint64_t random64)
 {
 	uint64_t ceil = backoff_ceiling_ms(attempt, base_ms, cap_ms);
 
@@ -48,8 +47,7 @@ uint64_t backoff_random64(void)
 		return v;
 	if (state == 0) {
 		clock_gettime(CLOCK_MONOTONIC, &ts);
-		state = ((uint64_t)ts.tv_sec * 1000000007ULL) ^ (uint64_t)ts.tv_nsec ^
-			((uint64_t)getpid() << 32);
+		state = ((uint64_t)ts.tv_sec * 1000000007ULL) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
 	}
 	return backoff_xorshift64(&state);
 }

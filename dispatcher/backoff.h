@@ -8,8 +8,7 @@
 /* Returns a delay uniform in [0, min(cap_ms, base_ms * 2^(attempt-1))], derived from
  * random64 (pass backoff_random64() in production, a fixed value in tests). attempt 0
  * counts as 1. Never overflows, whatever attempt and base_ms are. */
-uint64_t backoff_full_jitter_ms(unsigned attempt, uint64_t base_ms, uint64_t cap_ms,
-				uint64_t random64);
+uint64_t backoff_full_jitter_ms(unsigned attempt, uint64_t base_ms, uint64_t cap_ms, uint64_t random64);
 
 /* The ceiling the jitter is drawn under: min(cap_ms, base_ms * 2^(attempt-1)). */
 uint64_t backoff_ceiling_ms(unsigned attempt, uint64_t base_ms, uint64_t cap_ms);

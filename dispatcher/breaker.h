@@ -17,14 +17,14 @@ typedef void (*breaker_change_fn)(void *arg, enum breaker_state from, enum break
  * breaker.c. */
 struct breaker {
 	enum breaker_state state;
-	unsigned threshold;     /* consecutive failures that open it; 0 = never opens */
-	unsigned failures;      /* consecutive failures while closed */
-	uint64_t base_open_ms;  /* first open period */
-	uint64_t open_ms;       /* current open period (doubles on a failed probe) */
-	uint64_t max_open_ms;   /* cap for open_ms */
-	uint64_t opened_at_ms;  /* when it last opened */
-	int probe_in_flight;    /* half-open: a probe was allowed and has not reported */
-	unsigned long opens;    /* times it went to OPEN, for metrics */
+	unsigned threshold;    /* consecutive failures that open it; 0 = never opens */
+	unsigned failures;     /* consecutive failures while closed */
+	uint64_t base_open_ms; /* first open period */
+	uint64_t open_ms;      /* current open period (doubles on a failed probe) */
+	uint64_t max_open_ms;  /* cap for open_ms */
+	uint64_t opened_at_ms; /* when it last opened */
+	int probe_in_flight;   /* half-open: a probe was allowed and has not reported */
+	unsigned long opens;   /* times it went to OPEN, for metrics */
 	breaker_change_fn on_change;
 	void *on_change_arg;
 };

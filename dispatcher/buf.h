@@ -33,12 +33,10 @@ int buf_putc(struct buf *b, char c) BUF_MUST_CHECK;
 
 /* Appends printf-formatted text. Returns 0, or -1 on OOM or a formatting error,
  * with b unchanged. */
-int buf_printf(struct buf *b, const char *fmt, ...) BUF_MUST_CHECK
-	__attribute__((format(printf, 2, 3)));
+int buf_printf(struct buf *b, const char *fmt, ...) BUF_MUST_CHECK __attribute__((format(printf, 2, 3)));
 
 /* va_list form of buf_printf. */
-int buf_vprintf(struct buf *b, const char *fmt, va_list ap) BUF_MUST_CHECK
-	__attribute__((format(printf, 2, 0)));
+int buf_vprintf(struct buf *b, const char *fmt, va_list ap) BUF_MUST_CHECK __attribute__((format(printf, 2, 0)));
 
 /* Empties b but keeps its allocation for reuse. */
 void buf_reset(struct buf *b);

@@ -45,8 +45,7 @@ static void on_claim_done(void *arg, const struct pg_result *res, const char *er
 
 	d->claiming = 0;
 	if (res == NULL || !pg_result_ok(res)) {
-		log_warn("claim failed", "serror", pg_failure(res, err), "ssqlstate",
-			 pg_result_sqlstate(res), NULL);
+		log_warn("claim failed", "serror", pg_failure(res, err), "ssqlstate", pg_result_sqlstate(res), NULL);
 		return; /* the poll or the reconnect tries again */
 	}
 	n = pg_ntuples(res);

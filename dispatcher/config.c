@@ -29,50 +29,47 @@ enum key_type {
 };
 
 /* key flags */
-#define KF_RELOAD 1u    /* may change on SIGHUP without a restart */
-#define KF_MASK_URL 2u  /* may embed a password (URL user:pass@ or password=): mask on print */
+#define KF_RELOAD 1u   /* may change on SIGHUP without a restart */
+#define KF_MASK_URL 2u /* may embed a password (URL user:pass@ or password=): mask on print */
 
 typedef int (*key_check_fn)(const char *value, char *msg, size_t msglen);
 
 struct config_key {
-	const char *path;            /* YAML path, dotted */
+	const char *path; /* YAML path, dotted */
 	enum key_type type;
-	size_t offset;               /* into struct config */
-	const char *def;             /* default, as text, parsed like any other value */
-	int64_t min, max;            /* numeric bounds (ms for durations, bytes for sizes) */
-	const char *const *choices;  /* KT_ENUM / KT_CHOICE, NULL-terminated */
-	key_check_fn check;          /* extra validation of the text (after typing) */
-	size_t target;               /* KT_SECRET_FILE: offset of the secret it fills */
+	size_t offset;              /* into struct config */
+	const char *def;            /* default, as text, parsed like any other value */
+	int64_t min, max;           /* numeric bounds (ms for durations, bytes for sizes) */
+	const char *const *choices; /* KT_ENUM / KT_CHOICE, NULL-terminated */
+	key_check_fn check;         /* extra validation of the text (after typing) */
+	size_t target;              /* KT_SECRET_FILE: offset of the secret it fills */
 	unsigned flags;
-	const char *doc;             /* one line */
+	const char *doc; /* one line */
 };
 
 /* offsetof() that refuses to compile when the field's C type does not match the key
  * type the table claims, so a table row can never write the wrong width. */
-#define FIELD(f, T)                                                                    \
-	(offsetof(struct config, f) +                                                  \
-	 0 * sizeof(char[1 - 2 * !__builtin_types_compatible_p(                        \
-			__typeof__(((struct config *)0)->f), T)]))
+#define FIELD(f, T)                                                                                                    \
+	(offsetof(struct config, f) +                                                                                  \
+	 0 * sizeof(char[1 - 2 * !__builtin_types_compatible_p(__typeof__(((struct config *)0)->f), T)]))
 #define F_STR(f) FIELD(f, char *)
 #define F_INT(f) FIELD(f, int)
 #define F_I64(f) FIELD(f, int64_t)
 #define F_DBL(f) FIELD(f, double)
 /* enums are stored through an int: same size required */
-#define F_ENUM(f)                                                                      \
-	(offsetof(struct config, f) +                                                  \
-	 0 * sizeof(char[1 - 2 * (sizeof(((struct config *)0)->f) != sizeof(int))]))
+#define F_ENUM(f)                                                                                                      \
+	(offsetof(struct config, f) + 0 * sizeof(char[1 - 2 * (sizeof(((struct config *)0)->f) != sizeof(int))]))
 
 #define MS(x) ((int64_t)(x))
-#define SEC(x) ((int64_t)(x) * 1000)
-#define MIN(x) ((int64_t)(x) * 60000)
-#define HOUR(x) ((int64_t)(x) * 3600000)
-#define DAY(x) ((int64_t)(x) * 86400000)
+#define SEC(x) ((int64_t)(x)*1000)
+#define MIN(x) ((int64_t)(x)*60000)
+#define HOUR(x) ((int64_t)(x)*3600000)
+#define DAY(x) ((int64_t)(x)*86400000)
 
 static const char *const tls_modes[] = { "required", "opportunistic", "none", NULL };
 static const char *const smtp_engines[] = { "native", "libcurl", NULL };
 static const char *const compressions[] = { "none", "gzip", "snappy", "lz4", "zstd", NULL };
-static const char *const security_protocols[] = { "plaintext", "ssl", "sasl_plaintext", "sasl_ssl",
-						   NULL };
+static const char *const security_protocols[] = { "plaintext", "ssl", "sasl_plaintext", "sasl_ssl", NULL };
 static const char *const sasl_mechanisms[] = { "", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", NULL };
 static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
 
@@ -86,6 +83,8 @@ static int check_topic_prefix(const char *v, char *msg, size_t msglen);
 static int check_readable(const char *v, char *msg, size_t msglen);
 static int check_no_space(const char *v, char *msg, size_t msglen);
 
+/* The table is laid out by hand, one key per two lines, for reading. */
+/* clang-format off */
 /* Every key, grouped by section (the printers rely on each section being contiguous). */
 static const struct config_key keys[] = {
 	{ "database.url", KT_STRING, F_STR(database_url), "", 0, 0, NULL, NULL, 0, KF_MASK_URL,
@@ -219,6 +218,7 @@ static const struct config_key keys[] = {
 	{ "status.max_mirror_lag", KT_DURATION, F_I64(status_max_mirror_lag_ms), "5m", SEC(1),
 	  HOUR(720), NULL, NULL, 0, KF_RELOAD, "`outboxd status` fails when the oldest unpublished event is older" },
 };
+/* clang-format on */
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -254,8 +254,8 @@ static void env_name(const struct config_key *k, char *out, size_t len)
 	out[i] = '\0';
 }
 
-__attribute__((format(printf, 4, 5))) static void err_key(struct errs *e, const struct config_key *k,
-							   enum source src, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static void err_key(struct errs *e, const struct config_key *k, enum source src,
+							  const char *fmt, ...)
 {
 	char env[96];
 	va_list ap;
@@ -334,10 +334,10 @@ static int parse_int(const char *s, int64_t *out, char *msg, size_t msglen)
 	if (parse_digits(&p, out, msg, msglen) < 0)
 		return -1;
 	if (*p != '\0') {
-		snprintf(msg, msglen, "%s", *p == '.' || *p == 'e' || *p == 'E'
-						    ? "expected a whole number"
-						    : (*p == 'x' || *p == 'X') ? "hexadecimal is not supported"
-									     : "expected a plain decimal integer without unit");
+		snprintf(msg, msglen, "%s",
+			 *p == '.' || *p == 'e' || *p == 'E' ? "expected a whole number"
+			 : (*p == 'x' || *p == 'X')          ? "hexadecimal is not supported"
+							     : "expected a plain decimal integer without unit");
 		return -1;
 	}
 	if (neg)
@@ -350,12 +350,12 @@ struct unit {
 	int64_t mult;
 };
 
-static const struct unit duration_units[] = { { "ms", 1 }, { "s", 1000 }, { "m", 60000 },
+static const struct unit duration_units[] = { { "ms", 1 },      { "s", 1000 },     { "m", 60000 },
 					      { "h", 3600000 }, { "d", 86400000 }, { NULL, 0 } };
 
 /* "<digits><unit>"; a bare "0" is accepted because zero needs no unit. */
-static int parse_with_unit(const char *s, const struct unit *units, const char *example, int64_t *out,
-			   char *msg, size_t msglen)
+static int parse_with_unit(const char *s, const struct unit *units, const char *example, int64_t *out, char *msg,
+			   size_t msglen)
 {
 	const char *p = s;
 	int64_t v;
@@ -390,8 +390,7 @@ static int parse_with_unit(const char *s, const struct unit *units, const char *
 	}
 	snprintf(msg, msglen, "unknown unit \"%.16s\" (use %s%s%s%s%s%s%s)", p, units[0].name,
 		 units[1].name ? ", " : "", units[1].name ? units[1].name : "", units[2].name ? ", " : "",
-		 units[2].name ? units[2].name : "", units[3].name ? " or " : "",
-		 units[3].name ? units[3].name : "");
+		 units[2].name ? units[2].name : "", units[3].name ? " or " : "", units[3].name ? units[3].name : "");
 	return -1;
 }
 
@@ -623,8 +622,8 @@ static int check_topic_prefix(const char *v, char *msg, size_t msglen)
 		return -1;
 	}
 	for (const char *p = v; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-		      *p == '.' || *p == '_' || *p == '-')) {
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.' ||
+		      *p == '_' || *p == '-')) {
 			snprintf(msg, msglen, "Kafka topic names allow only letters, digits, '.', '_' and '-'");
 			return -1;
 		}
@@ -673,8 +672,7 @@ void config_free(struct config *cfg)
 
 /* Parses text for key k into cfg. Returns 0, or -1 with a reason in msg. Strings are
  * replaced (the old one freed); -1 on OOM too. */
-static int key_set(struct config *cfg, const struct config_key *k, const char *text, char *msg,
-		   size_t msglen)
+static int key_set(struct config *cfg, const struct config_key *k, const char *text, char *msg, size_t msglen)
 {
 	int64_t v = 0;
 	double d;
@@ -705,8 +703,9 @@ static int key_set(struct config *cfg, const struct config_key *k, const char *t
 				size_t o = (size_t)snprintf(msg, msglen, "must be one of");
 
 				for (const char *const *c = k->choices; *c && o < msglen; c++)
-					o += (size_t)snprintf(msg + o, msglen - o, "%s %s%s%s", c == k->choices ? "" : ",",
-							      **c ? "" : "\"", *c, **c ? "" : "\"");
+					o += (size_t)snprintf(msg + o, msglen - o, "%s %s%s%s",
+							      c == k->choices ? "" : ",", **c ? "" : "\"", *c,
+							      **c ? "" : "\"");
 				return -1;
 			}
 		} else if (k->check && k->check(text, msg, msglen) < 0) {
@@ -835,9 +834,10 @@ static int field_equal(const struct config *a, const struct config *b, const str
 static void field_swap(struct config *a, struct config *b, const struct config_key *k)
 {
 	char tmp[sizeof(int64_t) > sizeof(double) ? sizeof(int64_t) : sizeof(double)];
-	size_t n = is_stringish(k->type) ? sizeof(char *)
+	size_t n = is_stringish(k->type)                                             ? sizeof(char *)
 		   : (k->type == KT_INT || k->type == KT_BOOL || k->type == KT_ENUM) ? sizeof(int)
-		   : k->type == KT_DOUBLE ? sizeof(double) : sizeof(int64_t);
+		   : k->type == KT_DOUBLE                                            ? sizeof(double)
+										     : sizeof(int64_t);
 
 	memcpy(tmp, field_ptr(a, k->offset), n);
 	memcpy(field_ptr(a, k->offset), field_ptr(b, k->offset), n);
@@ -917,8 +917,7 @@ static const char *pool_name(struct yschema *ys, const char *s, size_t n)
 }
 
 /* Builds the field list for the mapping at `prefix` (length plen) and returns it. */
-static const cyaml_schema_field_t *schema_node(struct yschema *ys, const char *prefix, size_t plen,
-						size_t *count)
+static const cyaml_schema_field_t *schema_node(struct yschema *ys, const char *prefix, size_t plen, size_t *count)
 {
 	const char *segs[NKEYS];
 	size_t lens[NKEYS];
@@ -1229,8 +1228,7 @@ static void secrets_load(struct config *cfg, const struct layer *ly, struct errs
 			continue;
 		}
 		if (!*s || has_control(s)) {
-			err_key(e, k, ly->src[i], "%s %s", path,
-				*s ? "contains control characters" : "is empty");
+			err_key(e, k, ly->src[i], "%s %s", path, *s ? "contains control characters" : "is empty");
 			free(s);
 			continue;
 		}
@@ -1269,8 +1267,7 @@ static void cross_check(const struct config *cfg, const struct layer *ly, struct
 	}
 	if (sasl && !cfg->kafka_sasl_mechanism[0]) {
 		k = key_find("kafka.sasl_mechanism");
-		err_key(e, k, ly->src[k - keys], "required with security_protocol %s",
-			cfg->kafka_security_protocol);
+		err_key(e, k, ly->src[k - keys], "required with security_protocol %s", cfg->kafka_security_protocol);
 	}
 	if (cfg->http_console_token[0] && strlen(cfg->http_console_token) < 16) {
 		k = key_find("http.console_token");
@@ -1278,8 +1275,7 @@ static void cross_check(const struct config *cfg, const struct layer *ly, struct
 	}
 	if (!sasl && cfg->kafka_sasl_mechanism[0]) {
 		k = key_find("kafka.sasl_mechanism");
-		err_key(e, k, ly->src[k - keys], "set but kafka.security_protocol is %s",
-			cfg->kafka_security_protocol);
+		err_key(e, k, ly->src[k - keys], "set but kafka.security_protocol is %s", cfg->kafka_security_protocol);
 	}
 }
 
@@ -1290,8 +1286,11 @@ static int config_build(struct config *cfg, const char *path, int use_env, FILE 
 	struct layer ly;
 	struct yschema ys;
 	struct ylog yl;
-	cyaml_config_t ycfg = { .log_fn = ylog_fn, .log_ctx = &yl, .mem_fn = cyaml_mem,
-				.log_level = CYAML_LOG_ERROR, .flags = CYAML_CFG_DEFAULT };
+	cyaml_config_t ycfg = { .log_fn = ylog_fn,
+				.log_ctx = &yl,
+				.mem_fn = cyaml_mem,
+				.log_level = CYAML_LOG_ERROR,
+				.flags = CYAML_CFG_DEFAULT };
 	const cyaml_config_t *yc = &ycfg;
 	void **tree = NULL;
 	char *data = NULL;
@@ -1669,7 +1668,8 @@ int config_check_main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "-c") == 0) {
 			if (i + 1 >= argc || path) {
-				fprintf(stderr, "check-config: %s\n", path ? "--config given twice" : "--config needs a file");
+				fprintf(stderr, "check-config: %s\n",
+					path ? "--config given twice" : "--config needs a file");
 				check_usage(stderr);
 				return 2;
 			}

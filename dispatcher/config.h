@@ -14,54 +14,54 @@ enum smtp_engine_kind { SMTP_ENGINE_NATIVE, SMTP_ENGINE_LIBCURL };
  * config and freed by config_free(); NULL means unset. */
 struct config {
 	/* database */
-	char *database_url;            /* database.url (OUTBOXD_DATABASE_URL); required by run */
-	int64_t database_connect_timeout_ms; /* database.connect_timeout */
+	char *database_url;                    /* database.url (OUTBOXD_DATABASE_URL); required by run */
+	int64_t database_connect_timeout_ms;   /* database.connect_timeout */
 	int64_t database_statement_timeout_ms; /* database.statement_timeout */
 
 	/* dispatcher */
-	char *owner;                   /* dispatcher.owner: lease owner id; default host:pid:random */
-	int batch_size;                /* dispatcher.batch_size */
-	int max_in_flight;             /* dispatcher.max_in_flight */
-	int64_t lease_ms;              /* dispatcher.lease */
-	int64_t poll_interval_ms;      /* dispatcher.poll_interval */
-	int64_t outcome_delay_ms;      /* dispatcher.outcome_delay */
-	int64_t drain_timeout_ms;      /* dispatcher.drain_timeout */
-	int64_t retry_base_ms;         /* dispatcher.retry_base */
-	int64_t retry_cap_ms;          /* dispatcher.retry_cap */
-	int64_t reconnect_max_ms;      /* dispatcher.reconnect_max */
+	char *owner;              /* dispatcher.owner: lease owner id; default host:pid:random */
+	int batch_size;           /* dispatcher.batch_size */
+	int max_in_flight;        /* dispatcher.max_in_flight */
+	int64_t lease_ms;         /* dispatcher.lease */
+	int64_t poll_interval_ms; /* dispatcher.poll_interval */
+	int64_t outcome_delay_ms; /* dispatcher.outcome_delay */
+	int64_t drain_timeout_ms; /* dispatcher.drain_timeout */
+	int64_t retry_base_ms;    /* dispatcher.retry_base */
+	int64_t retry_cap_ms;     /* dispatcher.retry_cap */
+	int64_t reconnect_max_ms; /* dispatcher.reconnect_max */
 
 	/* smtp */
-	char *smtp_url;                /* smtp.url: smtp://host:port or smtps://host:port */
+	char *smtp_url;                    /* smtp.url: smtp://host:port or smtps://host:port */
 	enum smtp_engine_kind smtp_engine; /* smtp.engine: native | libcurl */
-	enum smtp_tls_mode smtp_tls;   /* smtp.tls: required | opportunistic | none */
-	char *smtp_from;               /* smtp.from: default sender */
-	char *smtp_helo;               /* smtp.helo_name */
-	char *smtp_username;           /* smtp.username */
-	char *smtp_password;           /* smtp.password or smtp.password_file: secret */
-	char *smtp_password_file;      /* smtp.password_file: path, kept for re-reading */
-	char *smtp_ca_file;            /* smtp.ca_file: extra CA bundle for verification */
-	int smtp_pool_size;            /* smtp.pool_size: connections to the relay */
-	int64_t smtp_connect_timeout_ms; /* smtp.connect_timeout */
-	int64_t smtp_timeout_ms;       /* smtp.timeout: whole transaction incl. the reply to DATA */
-	double smtp_rate_limit;        /* smtp.rate_limit: messages/s, 0 = unlimited */
-	int smtp_breaker_threshold;    /* smtp.breaker.failures */
-	int64_t smtp_breaker_open_ms;  /* smtp.breaker.open_for */
-	int smtp_max_messages;         /* smtp.messages_per_connection (native engine) */
-	char *smtp_oauth_token_file;   /* smtp.oauth_token_file: XOAUTH2 bearer token, re-read when it changes */
+	enum smtp_tls_mode smtp_tls;       /* smtp.tls: required | opportunistic | none */
+	char *smtp_from;                   /* smtp.from: default sender */
+	char *smtp_helo;                   /* smtp.helo_name */
+	char *smtp_username;               /* smtp.username */
+	char *smtp_password;               /* smtp.password or smtp.password_file: secret */
+	char *smtp_password_file;          /* smtp.password_file: path, kept for re-reading */
+	char *smtp_ca_file;                /* smtp.ca_file: extra CA bundle for verification */
+	int smtp_pool_size;                /* smtp.pool_size: connections to the relay */
+	int64_t smtp_connect_timeout_ms;   /* smtp.connect_timeout */
+	int64_t smtp_timeout_ms;           /* smtp.timeout: whole transaction incl. the reply to DATA */
+	double smtp_rate_limit;            /* smtp.rate_limit: messages/s, 0 = unlimited */
+	int smtp_breaker_threshold;        /* smtp.breaker.failures */
+	int64_t smtp_breaker_open_ms;      /* smtp.breaker.open_for */
+	int smtp_max_messages;             /* smtp.messages_per_connection (native engine) */
+	char *smtp_oauth_token_file;       /* smtp.oauth_token_file: XOAUTH2 bearer token, re-read when it changes */
 
 	/* kafka */
-	char *kafka_brokers;           /* kafka.brokers: "" = mirror off */
-	char *kafka_topic_prefix;      /* kafka.topic_prefix: default "outbox.event." */
-	char *kafka_compression;       /* kafka.compression: none|gzip|snappy|lz4|zstd */
+	char *kafka_brokers;              /* kafka.brokers: "" = mirror off */
+	char *kafka_topic_prefix;         /* kafka.topic_prefix: default "outbox.event." */
+	char *kafka_compression;          /* kafka.compression: none|gzip|snappy|lz4|zstd */
 	int64_t kafka_message_timeout_ms; /* kafka.message_timeout: 0 = never time out */
-	int kafka_batch_size;          /* kafka.batch_size: events read per round */
-	char *kafka_security_protocol; /* kafka.security_protocol */
-	char *kafka_sasl_mechanism;    /* kafka.sasl_mechanism */
-	char *kafka_sasl_username;     /* kafka.sasl_username */
-	char *kafka_sasl_password;     /* kafka.sasl_password / _file: secret */
-	char *kafka_sasl_password_file; /* kafka.sasl_password_file: path */
-	char *kafka_ssl_ca_file;       /* kafka.ssl_ca_file */
-	int lifecycle_events;          /* kafka.lifecycle_events: bool */
+	int kafka_batch_size;             /* kafka.batch_size: events read per round */
+	char *kafka_security_protocol;    /* kafka.security_protocol */
+	char *kafka_sasl_mechanism;       /* kafka.sasl_mechanism */
+	char *kafka_sasl_username;        /* kafka.sasl_username */
+	char *kafka_sasl_password;        /* kafka.sasl_password / _file: secret */
+	char *kafka_sasl_password_file;   /* kafka.sasl_password_file: path */
+	char *kafka_ssl_ca_file;          /* kafka.ssl_ca_file */
+	int lifecycle_events;             /* kafka.lifecycle_events: bool */
 
 	/* http + logs */
 	char *http_listen;             /* http.listen: "127.0.0.1:9187"; "" = off */
@@ -72,15 +72,15 @@ struct config {
 	char *log_level;               /* log.level */
 
 	/* retention (all reloadable; durations 0 = keep forever) */
-	int retention_enabled;         /* retention.enabled */
-	int64_t retention_sent_ms;     /* retention.sent */
+	int retention_enabled;          /* retention.enabled */
+	int64_t retention_sent_ms;      /* retention.sent */
 	int64_t retention_cancelled_ms; /* retention.cancelled */
-	int64_t retention_failed_ms;   /* retention.failed: messages and refused events */
-	int64_t retention_dead_ms;     /* retention.dead */
+	int64_t retention_failed_ms;    /* retention.failed: messages and refused events */
+	int64_t retention_dead_ms;      /* retention.dead */
 	int64_t retention_published_ms; /* retention.published: events */
-	int64_t retention_interval_ms; /* retention.interval: between passes */
-	int retention_batch_size;      /* retention.batch_size */
-	int64_t retention_pause_ms;    /* retention.pause: least time between batches */
+	int64_t retention_interval_ms;  /* retention.interval: between passes */
+	int retention_batch_size;       /* retention.batch_size */
+	int64_t retention_pause_ms;     /* retention.pause: least time between batches */
 
 	/* status thresholds (outboxd status exit code) */
 	int64_t status_max_oldest_pending_ms; /* status.max_oldest_pending */

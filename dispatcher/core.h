@@ -29,13 +29,13 @@ struct job {
 	int attempt;
 	char *message_id;
 	char *mail_from;
-	double created_at;         /* epoch seconds, for commit -> delivered latency */
+	double created_at; /* epoch seconds, for commit -> delivered latency */
 	struct buf msg;
-	char **addr;               /* owned */
+	char **addr; /* owned */
 	enum rcpt_kind *kind;
-	struct rcpt_reply *reply;  /* reply[i].text is owned */
+	struct rcpt_reply *reply; /* reply[i].text is owned */
 	size_t nrc;
-	size_t outstanding;        /* transfers not yet reported */
+	size_t outstanding; /* transfers not yet reported */
 };
 
 enum run_state { RUN_STARTING, RUN_RUNNING, RUN_DRAINING, RUN_DONE };
@@ -47,7 +47,7 @@ struct dispatcher {
 	struct pgconn *work;
 	struct pgconn *listen;
 	struct smtp_sink *smtp;
-	struct kafka_mirror *kafka; /* NULL when kafka.brokers is empty */
+	struct kafka_mirror *kafka;  /* NULL when kafka.brokers is empty */
 	struct retention *retention; /* elected purger of finished rows (retention.c) */
 	struct breaker breaker;
 	struct telemetry *tm;
@@ -61,19 +61,19 @@ struct dispatcher {
 	/* claim.c */
 	int claiming;
 	int claim_limit;
-	int empty;         /* last claim found nothing: wait for a wake-up */
-	int idle_marked;   /* our row in outbox.dispatcher_idle exists */
+	int empty;       /* last claim found nothing: wait for a wake-up */
+	int idle_marked; /* our row in outbox.dispatcher_idle exists */
 
 	/* outcome.c */
-	json_t *results;   /* outcomes waiting to be written */
-	json_t *releases;  /* [id, attempt] pairs to put back without charging an attempt */
+	json_t *results;  /* outcomes waiting to be written */
+	json_t *releases; /* [id, attempt] pairs to put back without charging an attempt */
 	json_t *flushing_results;
 	json_t *flushing_releases;
 	int flushing;
-	int flush_errors;  /* consecutive refusals of the same outcomes by the server */
+	int flush_errors; /* consecutive refusals of the same outcomes by the server */
 
 	/* dispatcher.c */
-	int startup_done;  /* outbox.release_owner() ran on this database */
+	int startup_done; /* outbox.release_owner() ran on this database */
 	int startup_inflight;
 	uint64_t startup_retry_ms; /* when to send a failed start-up query again */
 	unsigned seconds;          /* maintenance tick: whole seconds since start */
@@ -89,8 +89,20 @@ struct dispatcher {
 
 /* Columns of the claim's result (claim.c's CLAIM_SQL). */
 enum claim_col {
-	C_ID, C_ATTEMPT, C_MESSAGE_ID, C_SENDER, C_TO, C_CC, C_BCC, C_REPLY_TO, C_SUBJECT,
-	C_BODY_TEXT, C_BODY_HTML, C_HEADERS, C_CREATED, C_DONE
+	C_ID,
+	C_ATTEMPT,
+	C_MESSAGE_ID,
+	C_SENDER,
+	C_TO,
+	C_CC,
+	C_BCC,
+	C_REPLY_TO,
+	C_SUBJECT,
+	C_BODY_TEXT,
+	C_BODY_HTML,
+	C_HEADERS,
+	C_CREATED,
+	C_DONE
 };
 
 /* dispatcher.c */
@@ -117,8 +129,7 @@ void deliver_free_all(struct dispatcher *d);
 
 /* outcome.c */
 /* Queues a verdict for the database; code 0 and error NULL are written as NULL. */
-void outcome_add(struct dispatcher *d, const struct job *j, enum outcome o, int code, const char *error,
-		 int unknown);
+void outcome_add(struct dispatcher *d, const struct job *j, enum outcome o, int code, const char *error, int unknown);
 /* Queues a leased row to be given back untouched, fenced on the attempt its claim returned. */
 void outcome_release(struct dispatcher *d, long long id, long long attempt);
 /* Writes waiting outcomes now or after outcome_delay (job_flush_now). */

@@ -150,8 +150,8 @@ static void on_transfer_done(void *arg, size_t index, const struct smtp_result *
 			rc->state = RCPT_PENDING;
 			break;
 		case SMTP_CONFIG:
-			log_error("relay refused our configuration (authentication or TLS); pausing",
-				  "iid", (long long)j->id, "ismtp", (long long)r->outcome.code, "serror",
+			log_error("relay refused our configuration (authentication or TLS); pausing", "iid",
+				  (long long)j->id, "ismtp", (long long)r->outcome.code, "serror",
 				  rc->text ? rc->text : "", NULL);
 			rc->state = RCPT_PENDING;
 			break;
@@ -227,8 +227,7 @@ static int job_build(struct dispatcher *d, struct job *j, const struct claimed *
 		snprintf(err, errlen, "out of memory");
 		goto out;
 	}
-	json_object_foreach(hdrs, hk, hval)
-	{
+	json_object_foreach (hdrs, hk, hval) {
 		hv[k].name = hk;
 		hv[k].value = json_is_string(hval) ? json_string_value(hval) : "";
 		k++;

@@ -93,14 +93,14 @@ static void on_startup_done(void *arg, const struct pg_result *res, const char *
 	d->startup_inflight = 0;
 	if (res == NULL || !pg_result_ok(res)) {
 		/* not yet migrated, or a passing error: the tick tries again in a few seconds */
-		log_error("start-up query failed (are migrations applied?); retrying", "serror",
-			  pg_failure(res, err), NULL);
+		log_error("start-up query failed (are migrations applied?); retrying", "serror", pg_failure(res, err),
+			  NULL);
 		d->startup_retry_ms = clock_mono_ms() + 2000;
 		return;
 	}
 	if (!d->startup_done)
-		log_info("released rows left by a previous run", "irows",
-			 (long long)atoll(pg_value(res, 0, 0)), "sowner", d->owner, NULL);
+		log_info("released rows left by a previous run", "irows", (long long)atoll(pg_value(res, 0, 0)),
+			 "sowner", d->owner, NULL);
 	d->startup_done = 1;
 	d->idle_marked = 0;
 	d->empty = 0;
@@ -130,9 +130,8 @@ static void send_startup(struct dispatcher *d)
 	if (!d->startup_done) {
 		/* Without a Kafka mirror nobody publishes lifecycle events: switch them off so
 		 * outbox.events does not grow (the mirror's leader switches them on). */
-		if (d->kafka == NULL &&
-		    pg_query(d->work, "SELECT outbox.set_lifecycle_events(false)", 0, NULL, 30000,
-			     on_lifecycle_off_done, d) != 0)
+		if (d->kafka == NULL && pg_query(d->work, "SELECT outbox.set_lifecycle_events(false)", 0, NULL, 30000,
+						 on_lifecycle_off_done, d) != 0)
 			log_warn("start-up query not sent", NULL);
 		rc = pg_query(d->work, "SELECT outbox.release_owner($1), outbox.set_idle($1, false)", 1, p, 30000,
 			      on_startup_done, d);
@@ -408,7 +407,8 @@ static void connect_database(struct dispatcher *d)
 				    .on_notify = on_notify };
 	char opts[160];
 
-	snprintf(opts, sizeof(opts), "-c statement_timeout=%lld -c lock_timeout=5000 -c idle_in_transaction_session_timeout=60000",
+	snprintf(opts, sizeof(opts),
+		 "-c statement_timeout=%lld -c lock_timeout=5000 -c idle_in_transaction_session_timeout=60000",
 		 (long long)cfg->database_statement_timeout_ms);
 	d->work = pg_new(d->base, "outboxd-worker", cfg->database_url, opts, cfg->database_connect_timeout_ms,
 			 cfg->reconnect_max_ms, &wcb, d);
@@ -437,7 +437,7 @@ static void add_events(struct dispatcher *d)
 
 static void free_events(struct dispatcher *d)
 {
-	struct event *evs[] = { d->ev_claim, d->ev_flush,   d->ev_tick,   d->ev_drain,
+	struct event *evs[] = { d->ev_claim,   d->ev_flush,  d->ev_tick,  d->ev_drain,
 				d->ev_sigterm, d->ev_sigint, d->ev_sighup };
 
 	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)

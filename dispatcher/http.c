@@ -37,7 +37,7 @@ struct http_server {
 	struct metrics *reg;
 	http_ready_fn ready_cb;
 	void *arg;
-	http_route_fn extra;  /* further routes (the web console); NULL = none */
+	http_route_fn extra; /* further routes (the web console); NULL = none */
 	void *extra_arg;
 	int port;
 };
@@ -45,8 +45,7 @@ struct http_server {
 enum route { ROUTE_NONE, ROUTE_HEALTH, ROUTE_READY, ROUTE_METRICS };
 
 /* Splits "host:port" / "[v6]:port" into a socket address without any name lookup. */
-static int parse_listen(const char *addr, struct sockaddr_storage *ss, socklen_t *sslen,
-			char *errbuf, size_t errlen)
+static int parse_listen(const char *addr, struct sockaddr_storage *ss, socklen_t *sslen, char *errbuf, size_t errlen)
 {
 	char host[INET6_ADDRSTRLEN + 1];
 	const char *colon, *h = addr, *port_s;
@@ -56,8 +55,7 @@ static int parse_listen(const char *addr, struct sockaddr_storage *ss, socklen_t
 
 	colon = addr != NULL ? strrchr(addr, ':') : NULL;
 	if (colon == NULL || colon[1] == '\0') {
-		snprintf(errbuf, errlen, "http listen \"%s\": expected host:port",
-			 addr != NULL ? addr : "");
+		snprintf(errbuf, errlen, "http listen \"%s\": expected host:port", addr != NULL ? addr : "");
 		return -1;
 	}
 	port_s = colon + 1;
@@ -68,8 +66,7 @@ static int parse_listen(const char *addr, struct sockaddr_storage *ss, socklen_t
 	}
 	errno = 0;
 	port = strtol(port_s, &end, 10);
-	if (*end != '\0' || errno != 0 || port < 0 || port > 65535 || *port_s < '0' ||
-	    *port_s > '9') {
+	if (*end != '\0' || errno != 0 || port < 0 || port > 65535 || *port_s < '0' || *port_s > '9') {
 		snprintf(errbuf, errlen, "http listen \"%s\": bad port", addr);
 		return -1;
 	}
@@ -96,8 +93,7 @@ static int parse_listen(const char *addr, struct sockaddr_storage *ss, socklen_t
 		sin6->sin6_port = htons((unsigned short)port);
 		*sslen = sizeof(*sin6);
 	} else {
-		snprintf(errbuf, errlen,
-			 "http listen \"%s\": host must be a numeric IPv4/IPv6 address", addr);
+		snprintf(errbuf, errlen, "http listen \"%s\": host must be a numeric IPv4/IPv6 address", addr);
 		return -1;
 	}
 	return 0;
@@ -149,8 +145,7 @@ static enum route route_of(const char *path)
 
 /* Sends a complete response. For HEAD, evhttp 2.1 would send the body and omit
  * Content-Length, so the length is set here and the body left out. */
-static void reply(struct evhttp_request *req, int code, const char *type, const char *body,
-		  size_t len)
+static void reply(struct evhttp_request *req, int code, const char *type, const char *body, size_t len)
 {
 	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
 	struct evbuffer *out = evbuffer_new();
@@ -257,9 +252,8 @@ static void handle(struct evhttp_request *req, void *arg)
 	}
 }
 
-struct http_server *http_start(struct event_base *base, const char *addr,
-			       struct metrics *reg, http_ready_fn ready_cb, void *arg,
-			       char *errbuf, size_t errlen)
+struct http_server *http_start(struct event_base *base, const char *addr, struct metrics *reg, http_ready_fn ready_cb,
+			       void *arg, char *errbuf, size_t errlen)
 {
 	struct http_server *srv;
 	int fd;
@@ -288,9 +282,8 @@ struct http_server *http_start(struct event_base *base, const char *addr,
 	evhttp_set_max_body_size(srv->http, HTTP_MAX_BODY);
 	/* Accept every method so the router can answer 405 with Allow; evhttp would
 	 * otherwise answer unknown methods with 501. */
-	evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-						      EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-						      EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+	evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
+						      EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
 						      EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
 	evhttp_set_gencb(srv->http, handle, srv);
 	/* From here the evhttp listener owns fd and closes it in evhttp_free(). */

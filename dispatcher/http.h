@@ -34,9 +34,8 @@ typedef int (*http_route_fn)(void *arg, struct evhttp_request *req);
  * must outlive the server. Returns the server, which the caller frees with
  * http_stop(), or NULL with a message in errbuf (bad address, port in use, OOM).
  */
-struct http_server *http_start(struct event_base *base, const char *addr,
-			       struct metrics *reg, http_ready_fn ready_cb, void *arg,
-			       char *errbuf, size_t errlen) __attribute__((warn_unused_result));
+struct http_server *http_start(struct event_base *base, const char *addr, struct metrics *reg, http_ready_fn ready_cb,
+			       void *arg, char *errbuf, size_t errlen) __attribute__((warn_unused_result));
 
 /* Sets the further routes (fn NULL: none); fn and arg must outlive the server. */
 void http_set_routes(struct http_server *srv, http_route_fn fn, void *arg);

@@ -23,8 +23,9 @@ const char *rcpt_kind_name(enum rcpt_kind k)
 
 const char *rcpt_state_name(enum rcpt_state s)
 {
-	static const char *const names[] = { [RCPT_PENDING] = "pending", [RCPT_SENT] = "sent",
-					     [RCPT_FAILED] = "failed" };
+	static const char *const names[] = {
+		[RCPT_PENDING] = "pending", [RCPT_SENT] = "sent", [RCPT_FAILED] = "failed"
+	};
 	return (unsigned)s <= RCPT_FAILED ? names[s] : "invalid";
 }
 

@@ -72,11 +72,11 @@ struct rcpt_reply {
 const struct rcpt_reply *job_rcpt_effective(const struct rcpt_reply *r, const struct rcpt_reply *data);
 
 struct job_verdict {
-	enum outcome outcome;   /* SENT, RETRY, FAILED or RELEASED */
-	enum outcome counted;   /* as metrics count it: UNKNOWN for a RETRY that may have gone */
-	int unknown;            /* some recipient's outcome is ambiguous */
-	int code;               /* the reply code to record, 0 = none */
-	char error[600];        /* the error to record, "" for SENT and RELEASED */
+	enum outcome outcome; /* SENT, RETRY, FAILED or RELEASED */
+	enum outcome counted; /* as metrics count it: UNKNOWN for a RETRY that may have gone */
+	int unknown;          /* some recipient's outcome is ambiguous */
+	int code;             /* the reply code to record, 0 = none */
+	char error[600];      /* the error to record, "" for SENT and RELEASED */
 	size_t sent, failed, pending;
 };
 
@@ -107,9 +107,9 @@ int job_flush_now(int running, int64_t outcome_delay_ms, size_t waiting, size_t 
 
 /* What one read of outbox.events found and did. */
 struct mirror_read {
-	int rows;                /* rows returned */
-	int limit;               /* the read's limit */
-	int behind;              /* rows with id <= the cursor the read started from */
+	int rows;   /* rows returned */
+	int limit;  /* the read's limit */
+	int behind; /* rows with id <= the cursor the read started from */
 	int produced, skipped, fresh;
 	int stopped;             /* the read stopped early (queue full, fatal, out of memory) */
 	int first_has_id;        /* the first result row carries an id (not the guard-only row) */
@@ -120,15 +120,15 @@ struct mirror_read {
 };
 
 enum mirror_next {
-	MIRROR_NEXT_NOTHING,     /* delivery reports wake the reader */
-	MIRROR_NEXT_READ,        /* read again now */
-	MIRROR_NEXT_WAIT,        /* wait for delivery reports (or the tick) */
-	MIRROR_NEXT_IDLE,        /* nothing to do: register as idle */
+	MIRROR_NEXT_NOTHING, /* delivery reports wake the reader */
+	MIRROR_NEXT_READ,    /* read again now */
+	MIRROR_NEXT_WAIT,    /* wait for delivery reports (or the tick) */
+	MIRROR_NEXT_IDLE,    /* nothing to do: register as idle */
 };
 
 struct mirror_advance {
-	int64_t cursor;          /* the next read starts after this id */
-	int guard_moves;         /* take the read's snapshot xmin as the new guard */
+	int64_t cursor;  /* the next read starts after this id */
+	int guard_moves; /* take the read's snapshot xmin as the new guard */
 	enum mirror_next next;
 };
 

@@ -77,12 +77,12 @@ struct kafka_pub {
 	rd_kafka_conf_t *tmpl; /* kept to build a new producer after a fatal error */
 	rd_kafka_t *rk;
 	rd_kafka_queue_t *mainq;
-	int fds[2];            /* librdkafka writes to fds[1] when the main queue fills */
+	int fds[2]; /* librdkafka writes to fds[1] when the main queue fills */
 	struct event *ev_wake, *ev_fatal;
 	struct kafka_pub_callbacks cb;
 	void *arg;
 	unsigned recreated;
-	int brokers_down;      /* all brokers unreachable since the last good report */
+	int brokers_down; /* all brokers unreachable since the last good report */
 };
 
 static void pub_serve(struct kafka_pub *p)
@@ -125,21 +125,20 @@ static void pub_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 	if (err == RD_KAFKA_RESP_ERR__FATAL) {
 		char why[512];
 		rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, why, sizeof why);
-		log_error("kafka producer fatal error: recreating the producer", "serror",
-			  rd_kafka_err2name(orig), "sreason", why, NULL);
+		log_error("kafka producer fatal error: recreating the producer", "serror", rd_kafka_err2name(orig),
+			  "sreason", why, NULL);
 		event_active(p->ev_fatal, 0, 0);
 		return;
 	}
 	if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
 		if (!p->brokers_down)
-			log_warn("kafka: all brokers are down; events wait in PostgreSQL", "sreason", reason,
-				 NULL);
+			log_warn("kafka: all brokers are down; events wait in PostgreSQL", "sreason", reason, NULL);
 		p->brokers_down = 1;
 		return;
 	}
 	/* Transport errors are retried by librdkafka and often come with misleading hints. */
-	log_write(err == RD_KAFKA_RESP_ERR__TRANSPORT ? LOG_DEBUG : LOG_WARN, "kafka client error",
-		  "serror", rd_kafka_err2name((rd_kafka_resp_err_t)err), "sreason", reason, NULL);
+	log_write(err == RD_KAFKA_RESP_ERR__TRANSPORT ? LOG_DEBUG : LOG_WARN, "kafka client error", "serror",
+		  rd_kafka_err2name((rd_kafka_resp_err_t)err), "sreason", reason, NULL);
 }
 
 static void pub_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -223,8 +222,7 @@ static void pub_on_fatal(evutil_socket_t fd, short what, void *arg)
 		p->cb.on_recreated(p->arg);
 }
 
-static int conf_set(rd_kafka_conf_t *c, const char *name, const char *value, char *errbuf,
-		    size_t errlen)
+static int conf_set(rd_kafka_conf_t *c, const char *name, const char *value, char *errbuf, size_t errlen)
 {
 	char e[256];
 
@@ -238,8 +236,7 @@ static int conf_set(rd_kafka_conf_t *c, const char *name, const char *value, cha
 	return 0;
 }
 
-static rd_kafka_conf_t *pub_build_conf(struct kafka_pub *p, const struct kafka_pub_opts *o,
-				       char *errbuf, size_t errlen)
+static rd_kafka_conf_t *pub_build_conf(struct kafka_pub *p, const struct kafka_pub_opts *o, char *errbuf, size_t errlen)
 {
 	rd_kafka_conf_t *c = rd_kafka_conf_new();
 	char timeout[32];
@@ -275,8 +272,7 @@ static rd_kafka_conf_t *pub_build_conf(struct kafka_pub *p, const struct kafka_p
 }
 
 struct kafka_pub *kafka_pub_new(struct event_base *base, const struct kafka_pub_opts *o,
-				const struct kafka_pub_callbacks *cb, void *arg, char *errbuf,
-				size_t errlen)
+				const struct kafka_pub_callbacks *cb, void *arg, char *errbuf, size_t errlen)
 {
 	struct kafka_pub *p = calloc(1, sizeof *p);
 
@@ -311,8 +307,8 @@ fail:
 	return NULL;
 }
 
-enum kafka_outcome kafka_pub_produce(struct kafka_pub *p, const struct kafka_record *r, int *err,
-				     char *errbuf, size_t errlen)
+enum kafka_outcome kafka_pub_produce(struct kafka_pub *p, const struct kafka_record *r, int *err, char *errbuf,
+				     size_t errlen)
 {
 	rd_kafka_headers_t *h;
 	rd_kafka_resp_err_t e;

@@ -11,10 +11,10 @@ struct event_base;
 
 /* What became of one record (a delivery report or a refused produce call). */
 enum kafka_outcome {
-	KAFKA_OK,        /* persisted (or a duplicate of a persisted record) */
-	KAFKA_RETRY,     /* not delivered this time: leave the row pending, send it again */
-	KAFKA_PERMANENT, /* Kafka will never take it (too large, not authorised, invalid) */
-	KAFKA_FATAL,     /* the producer is unusable: it is recreated */
+	KAFKA_OK,         /* persisted (or a duplicate of a persisted record) */
+	KAFKA_RETRY,      /* not delivered this time: leave the row pending, send it again */
+	KAFKA_PERMANENT,  /* Kafka will never take it (too large, not authorised, invalid) */
+	KAFKA_FATAL,      /* the producer is unusable: it is recreated */
 	KAFKA_QUEUE_FULL, /* produce only: the local queue is full; wait for delivery reports */
 };
 
@@ -27,13 +27,13 @@ struct kafka_pub;
 
 /* One delivery report; the strings live only during the callback. */
 struct kafka_delivery {
-	int64_t id;          /* the row id given to kafka_pub_produce() */
+	int64_t id; /* the row id given to kafka_pub_produce() */
 	enum kafka_outcome outcome;
-	int err;             /* rd_kafka_resp_err_t */
-	const char *reason;  /* librdkafka's text for err */
+	int err;            /* rd_kafka_resp_err_t */
+	const char *reason; /* librdkafka's text for err */
 	int possibly_persisted;
-	int32_t partition;   /* KAFKA_OK only */
-	int64_t offset;      /* KAFKA_OK only */
+	int32_t partition; /* KAFKA_OK only */
+	int64_t offset;    /* KAFKA_OK only */
 };
 
 struct kafka_pub_callbacks {
@@ -50,7 +50,7 @@ struct kafka_pub_opts {
 	int64_t message_timeout_ms;    /* 0 = never time out */
 	const char *security_protocol; /* plaintext|ssl|sasl_plaintext|sasl_ssl */
 	const char *sasl_mechanism, *sasl_username, *sasl_password, *ssl_ca_file;
-	const char *const *extra;      /* NULL-terminated name, value pairs (e.g. test.mock.*) */
+	const char *const *extra; /* NULL-terminated name, value pairs (e.g. test.mock.*) */
 };
 
 /* One record to produce; headers are name/value string pairs. */
@@ -70,14 +70,13 @@ struct kafka_record {
  * (librdkafka signals the queue only when it goes from empty to non-empty). Returns NULL
  * with errbuf set on a configuration error. */
 struct kafka_pub *kafka_pub_new(struct event_base *base, const struct kafka_pub_opts *o,
-				const struct kafka_pub_callbacks *cb, void *arg, char *errbuf,
-				size_t errlen);
+				const struct kafka_pub_callbacks *cb, void *arg, char *errbuf, size_t errlen);
 /* Queues a record (copied). Returns KAFKA_OK when queued (its outcome comes later as a
  * delivery report), KAFKA_QUEUE_FULL when the local queue is full, KAFKA_RETRY when it
  * could not be queued for another transient reason, KAFKA_PERMANENT (reason in errbuf) or
  * KAFKA_FATAL. */
-enum kafka_outcome kafka_pub_produce(struct kafka_pub *p, const struct kafka_record *r,
-				     int *err, char *errbuf, size_t errlen);
+enum kafka_outcome kafka_pub_produce(struct kafka_pub *p, const struct kafka_record *r, int *err, char *errbuf,
+				     size_t errlen);
 /* Serves delivery reports now (also done on the loop). */
 void kafka_pub_poll(struct kafka_pub *p);
 /* 1 while every broker is unreachable (since the last successful delivery). */

@@ -39,7 +39,7 @@ void lease_renew(struct dispatcher *d)
 	}
 	/* finished rows whose outcome is not written yet keep their lease too */
 	for (int l = 0; l < 2; l++)
-		json_array_foreach(lists[l], i, v) {
+		json_array_foreach (lists[l], i, v) {
 			pgarray_lit_int(&ids, (long long)json_integer_value(json_object_get(v, "id")));
 			pgarray_lit_int(&attempts, (long long)json_integer_value(json_object_get(v, "attempt")));
 		}

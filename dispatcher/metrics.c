@@ -15,9 +15,9 @@ struct metrics_child {
 	struct metrics_family *fam;
 	struct metrics_child *next;
 	char *values[METRICS_MAX_LABELS];
-	double value;                 /* counter or gauge; histogram sum */
-	unsigned long long count;     /* histogram observations */
-	unsigned long long *buckets;  /* histogram: per-bucket (not cumulative), nbounds+1 */
+	double value;                /* counter or gauge; histogram sum */
+	unsigned long long count;    /* histogram observations */
+	unsigned long long *buckets; /* histogram: per-bucket (not cumulative), nbounds+1 */
 };
 
 struct metrics_family {
@@ -47,20 +47,16 @@ struct metrics {
 	struct cgroup_limits limits;
 };
 
-const double metrics_seconds_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-					  1,     2.5,  5,     10,   30,  60};
-const size_t metrics_seconds_nbuckets =
-	sizeof(metrics_seconds_buckets) / sizeof(metrics_seconds_buckets[0]);
+const double metrics_seconds_buckets[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60 };
+const size_t metrics_seconds_nbuckets = sizeof(metrics_seconds_buckets) / sizeof(metrics_seconds_buckets[0]);
 /* Delivery latency includes retries with backoff, so it reaches hours. */
 /* 0.2 and 0.5 are the go-live SLA's target and alert bounds for the p95, so the quantile
  * is exact where it matters. */
-const double metrics_latency_buckets[] = {0.01, 0.05, 0.1,  0.2,  0.25, 0.5,   1,    2.5, 5,
-					  10,   30,   60,   300,  900,  3600, 21600, 86400};
-const size_t metrics_latency_nbuckets =
-	sizeof(metrics_latency_buckets) / sizeof(metrics_latency_buckets[0]);
-const double metrics_batch_buckets[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000};
-const size_t metrics_batch_nbuckets =
-	sizeof(metrics_batch_buckets) / sizeof(metrics_batch_buckets[0]);
+const double metrics_latency_buckets[] = { 0.01, 0.05, 0.1, 0.2, 0.25, 0.5,  1,     2.5,  5,
+					   10,   30,   60,  300, 900,  3600, 21600, 86400 };
+const size_t metrics_latency_nbuckets = sizeof(metrics_latency_buckets) / sizeof(metrics_latency_buckets[0]);
+const double metrics_batch_buckets[] = { 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000 };
+const size_t metrics_batch_nbuckets = sizeof(metrics_batch_buckets) / sizeof(metrics_batch_buckets[0]);
 
 struct metrics *metrics_new(void)
 {
@@ -124,8 +120,8 @@ static int valid_name(const char *s, int is_label)
 		return 0; /* reserved for Prometheus itself */
 	for (i = 0; s[i] != '\0'; i++) {
 		char c = s[i];
-		int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
-			 (!is_label && c == ':') || (i > 0 && c >= '0' && c <= '9');
+		int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (!is_label && c == ':') ||
+			 (i > 0 && c >= '0' && c <= '9');
 		if (!ok)
 			return 0;
 	}
@@ -142,7 +138,7 @@ static int ends_with(const char *s, const char *suffix)
 /* Does the sample name `sample` belong to family f's exposition? */
 static int family_exposes(const struct metrics_family *f, const char *sample)
 {
-	static const char *const hsuffix[] = {"_bucket", "_sum", "_count"};
+	static const char *const hsuffix[] = { "_bucket", "_sum", "_count" };
 	size_t n = strlen(f->name), i;
 
 	if (strcmp(f->name, sample) == 0)
@@ -159,7 +155,7 @@ static int family_exposes(const struct metrics_family *f, const char *sample)
  * histogram "x" also owns x_bucket, x_sum and x_count. */
 static int name_clashes(const struct metrics *reg, const char *name, enum metrics_type type)
 {
-	static const char *const hsuffix[] = {"_bucket", "_sum", "_count"};
+	static const char *const hsuffix[] = { "_bucket", "_sum", "_count" };
 	const struct metrics_family *f;
 	char tmp[256];
 	size_t i;
@@ -169,8 +165,7 @@ static int name_clashes(const struct metrics *reg, const char *name, enum metric
 			return 1;
 		if (type == METRICS_HISTOGRAM) {
 			for (i = 0; i < 3; i++) {
-				if (snprintf(tmp, sizeof(tmp), "%s%s", name, hsuffix[i]) >=
-				    (int)sizeof(tmp))
+				if (snprintf(tmp, sizeof(tmp), "%s%s", name, hsuffix[i]) >= (int)sizeof(tmp))
 					return 1;
 				if (family_exposes(f, tmp))
 					return 1;
@@ -203,10 +198,9 @@ static void child_link(struct metrics_family *f, struct metrics_child *c)
 	f->tail = &c->next;
 }
 
-struct metrics_family *metrics_family_new(struct metrics *reg, enum metrics_type type,
-					  const char *name, const char *help,
-					  const char *const *label_names,
-					  const double *buckets, size_t nbuckets)
+struct metrics_family *metrics_family_new(struct metrics *reg, enum metrics_type type, const char *name,
+					  const char *help, const char *const *label_names, const double *buckets,
+					  size_t nbuckets)
 {
 	struct metrics_family *f;
 	size_t i, j, n = 0;
@@ -276,9 +270,8 @@ oom:
 }
 
 /* Collects the NULL-terminated label names of a variadic constructor. */
-static struct metrics_family *family_new_va(struct metrics *reg, enum metrics_type type,
-					    const char *name, const char *help,
-					    const double *buckets, size_t nbuckets, va_list ap)
+static struct metrics_family *family_new_va(struct metrics *reg, enum metrics_type type, const char *name,
+					    const char *help, const double *buckets, size_t nbuckets, va_list ap)
 {
 	const char *labels[METRICS_MAX_LABELS + 1];
 	size_t n = 0;
@@ -293,8 +286,7 @@ static struct metrics_family *family_new_va(struct metrics *reg, enum metrics_ty
 	return metrics_family_new(reg, type, name, help, labels, buckets, nbuckets);
 }
 
-struct metrics_family *metrics_counter_new(struct metrics *reg, const char *name,
-					   const char *help, ...)
+struct metrics_family *metrics_counter_new(struct metrics *reg, const char *name, const char *help, ...)
 {
 	struct metrics_family *f;
 	va_list ap;
@@ -305,8 +297,7 @@ struct metrics_family *metrics_counter_new(struct metrics *reg, const char *name
 	return f;
 }
 
-struct metrics_family *metrics_gauge_new(struct metrics *reg, const char *name,
-					 const char *help, ...)
+struct metrics_family *metrics_gauge_new(struct metrics *reg, const char *name, const char *help, ...)
 {
 	struct metrics_family *f;
 	va_list ap;
@@ -317,9 +308,8 @@ struct metrics_family *metrics_gauge_new(struct metrics *reg, const char *name,
 	return f;
 }
 
-struct metrics_family *metrics_histogram_new(struct metrics *reg, const char *name,
-					     const char *help, const double *buckets,
-					     size_t nbuckets, ...)
+struct metrics_family *metrics_histogram_new(struct metrics *reg, const char *name, const char *help,
+					     const double *buckets, size_t nbuckets, ...)
 {
 	struct metrics_family *f;
 	va_list ap;
@@ -330,9 +320,8 @@ struct metrics_family *metrics_histogram_new(struct metrics *reg, const char *na
 	return f;
 }
 
-struct metrics_family *metrics_callback_new(struct metrics *reg, enum metrics_type type,
-					    const char *name, const char *help,
-					    double (*fn)(void *arg), void *arg)
+struct metrics_family *metrics_callback_new(struct metrics *reg, enum metrics_type type, const char *name,
+					    const char *help, double (*fn)(void *arg), void *arg)
 {
 	struct metrics_family *f;
 
@@ -526,13 +515,11 @@ static int put_labels(struct buf *out, const struct metrics_child *c, const char
 	return buf_putc(out, '}');
 }
 
-static int put_sample(struct buf *out, const struct metrics_child *c, const char *suffix,
-		      const char *le, double v)
+static int put_sample(struct buf *out, const struct metrics_child *c, const char *suffix, const char *le, double v)
 {
 	char num[40];
 
-	if (buf_puts(out, c->fam->name) < 0 || buf_puts(out, suffix) < 0 ||
-	    put_labels(out, c, le) < 0)
+	if (buf_puts(out, c->fam->name) < 0 || buf_puts(out, suffix) < 0 || put_labels(out, c, le) < 0)
 		return -1;
 	return buf_printf(out, " %s\n", metrics_format_double(num, sizeof(num), v));
 }
@@ -551,8 +538,7 @@ static int render_histogram(struct buf *out, const struct metrics_child *c)
 			return -1;
 	}
 	if (put_sample(out, c, "_bucket", "+Inf", (double)c->count) < 0 ||
-	    put_sample(out, c, "_sum", NULL, c->value) < 0 ||
-	    put_sample(out, c, "_count", NULL, (double)c->count) < 0)
+	    put_sample(out, c, "_sum", NULL, c->value) < 0 || put_sample(out, c, "_count", NULL, (double)c->count) < 0)
 		return -1;
 	return 0;
 }
@@ -560,9 +546,12 @@ static int render_histogram(struct buf *out, const struct metrics_child *c)
 static const char *type_name(enum metrics_type t)
 {
 	switch (t) {
-	case METRICS_COUNTER: return "counter";
-	case METRICS_GAUGE: return "gauge";
-	default: return "histogram";
+	case METRICS_COUNTER:
+		return "counter";
+	case METRICS_GAUGE:
+		return "gauge";
+	default:
+		return "histogram";
 	}
 }
 
@@ -583,9 +572,8 @@ int metrics_render_buf(struct metrics *reg, struct buf *out)
 		    buf_printf(out, "\n# TYPE %s %s\n", f->name, type_name(f->type)) < 0)
 			return -1;
 		for (c = f->children; c != NULL; c = c->next) {
-			int rc = f->type == METRICS_HISTOGRAM
-					 ? render_histogram(out, c)
-					 : put_sample(out, c, "", NULL, metrics_value(c));
+			int rc = f->type == METRICS_HISTOGRAM ? render_histogram(out, c)
+							      : put_sample(out, c, "", NULL, metrics_value(c));
 			if (rc < 0)
 				return -1;
 		}
@@ -618,14 +606,38 @@ static void process_refresh(void *arg)
 	procstat_cgroup_limits(&reg->limits);
 }
 
-static double proc_cpu(void *arg) { return ((struct metrics *)arg)->proc.cpu_seconds; }
-static double proc_rss(void *arg) { return ((struct metrics *)arg)->proc.rss_bytes; }
-static double proc_vsize(void *arg) { return ((struct metrics *)arg)->proc.vsize_bytes; }
-static double proc_fds(void *arg) { return ((struct metrics *)arg)->proc.open_fds; }
-static double proc_max_fds(void *arg) { return ((struct metrics *)arg)->proc.max_fds; }
-static double proc_start(void *arg) { return ((struct metrics *)arg)->proc.start_time_seconds; }
-static double limit_mem(void *arg) { return ((struct metrics *)arg)->limits.memory_bytes; }
-static double limit_cpu(void *arg) { return ((struct metrics *)arg)->limits.cpu_cores; }
+static double proc_cpu(void *arg)
+{
+	return ((struct metrics *)arg)->proc.cpu_seconds;
+}
+static double proc_rss(void *arg)
+{
+	return ((struct metrics *)arg)->proc.rss_bytes;
+}
+static double proc_vsize(void *arg)
+{
+	return ((struct metrics *)arg)->proc.vsize_bytes;
+}
+static double proc_fds(void *arg)
+{
+	return ((struct metrics *)arg)->proc.open_fds;
+}
+static double proc_max_fds(void *arg)
+{
+	return ((struct metrics *)arg)->proc.max_fds;
+}
+static double proc_start(void *arg)
+{
+	return ((struct metrics *)arg)->proc.start_time_seconds;
+}
+static double limit_mem(void *arg)
+{
+	return ((struct metrics *)arg)->limits.memory_bytes;
+}
+static double limit_cpu(void *arg)
+{
+	return ((struct metrics *)arg)->limits.cpu_cores;
+}
 
 int metrics_register_process(struct metrics *reg)
 {
@@ -634,29 +646,25 @@ int metrics_register_process(struct metrics *reg)
 		const char *name, *help;
 		double (*fn)(void *);
 	} defs[] = {
-		{METRICS_COUNTER, "process_cpu_seconds_total",
-		 "Total user and system CPU time spent in seconds.", proc_cpu},
-		{METRICS_GAUGE, "process_resident_memory_bytes", "Resident memory size in bytes.",
-		 proc_rss},
-		{METRICS_GAUGE, "process_virtual_memory_bytes", "Virtual memory size in bytes.",
-		 proc_vsize},
-		{METRICS_GAUGE, "process_open_fds", "Number of open file descriptors.", proc_fds},
-		{METRICS_GAUGE, "process_max_fds", "Maximum number of open file descriptors.",
-		 proc_max_fds},
-		{METRICS_GAUGE, "process_start_time_seconds",
-		 "Start time of the process since unix epoch in seconds.", proc_start},
-		{METRICS_GAUGE, "outboxd_memory_limit_bytes",
-		 "Memory limit of the container (cgroup), bytes; 0 = no limit.", limit_mem},
-		{METRICS_GAUGE, "outboxd_cpu_limit_cores",
-		 "CPU limit of the container (cgroup quota / period), cores; 0 = no limit.", limit_cpu},
+		{ METRICS_COUNTER, "process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
+		  proc_cpu },
+		{ METRICS_GAUGE, "process_resident_memory_bytes", "Resident memory size in bytes.", proc_rss },
+		{ METRICS_GAUGE, "process_virtual_memory_bytes", "Virtual memory size in bytes.", proc_vsize },
+		{ METRICS_GAUGE, "process_open_fds", "Number of open file descriptors.", proc_fds },
+		{ METRICS_GAUGE, "process_max_fds", "Maximum number of open file descriptors.", proc_max_fds },
+		{ METRICS_GAUGE, "process_start_time_seconds", "Start time of the process since unix epoch in seconds.",
+		  proc_start },
+		{ METRICS_GAUGE, "outboxd_memory_limit_bytes",
+		  "Memory limit of the container (cgroup), bytes; 0 = no limit.", limit_mem },
+		{ METRICS_GAUGE, "outboxd_cpu_limit_cores",
+		  "CPU limit of the container (cgroup quota / period), cores; 0 = no limit.", limit_cpu },
 	};
 	size_t i;
 
 	(void)procstat_read(&reg->proc);
 	procstat_cgroup_limits(&reg->limits);
 	for (i = 0; i < sizeof(defs) / sizeof(defs[0]); i++)
-		if (metrics_callback_new(reg, defs[i].type, defs[i].name, defs[i].help,
-					 defs[i].fn, reg) == NULL)
+		if (metrics_callback_new(reg, defs[i].type, defs[i].name, defs[i].help, defs[i].fn, reg) == NULL)
 			return -1;
 	return metrics_on_scrape(reg, process_refresh, reg);
 }
@@ -693,10 +701,12 @@ static void register_messages(struct reg_ctx *x, struct outboxd_metrics *om)
 {
 	struct metrics_family *f;
 
-	f = om->messages = note(x, metrics_counter_new(x->reg, "outboxd_messages_total",
-		"Messages finished by this dispatcher, by outcome (sent, retry scheduled, "
-		"failed permanently, dead after max attempts, unknown outcome, released on "
-		"shutdown).", "outcome", NULL));
+	f = om->messages = note(
+		x, metrics_counter_new(x->reg, "outboxd_messages_total",
+				       "Messages finished by this dispatcher, by outcome (sent, retry scheduled, "
+				       "failed permanently, dead after max attempts, unknown outcome, released on "
+				       "shutdown).",
+				       "outcome", NULL));
 	om->msg_sent = note_child(x, metrics_child(f, "sent", NULL));
 	om->msg_retry = note_child(x, metrics_child(f, "retry", NULL));
 	om->msg_failed = note_child(x, metrics_child(f, "failed", NULL));
@@ -704,92 +714,106 @@ static void register_messages(struct reg_ctx *x, struct outboxd_metrics *om)
 	om->msg_unknown = note_child(x, metrics_child(f, "unknown", NULL));
 	om->msg_released = note_child(x, metrics_child(f, "released", NULL));
 
-	f = om->smtp_replies = note(x, metrics_counter_new(x->reg, "outboxd_smtp_replies_total",
-		"SMTP transactions by final reply class; none means no reply was received.",
-		"class", NULL));
+	f = om->smtp_replies = note(
+		x, metrics_counter_new(x->reg, "outboxd_smtp_replies_total",
+				       "SMTP transactions by final reply class; none means no reply was received.",
+				       "class", NULL));
 	om->smtp_2xx = note_child(x, metrics_child(f, "2xx", NULL));
 	om->smtp_4xx = note_child(x, metrics_child(f, "4xx", NULL));
 	om->smtp_5xx = note_child(x, metrics_child(f, "5xx", NULL));
 	om->smtp_none = note_child(x, metrics_child(f, "none", NULL));
 
-	om->smtp_send_duration = solo(x, note(x, metrics_histogram_new(x->reg,
-		"outboxd_smtp_send_duration_seconds",
-		"Time from handing a message to the SMTP client to its final reply.",
-		metrics_seconds_buckets, metrics_seconds_nbuckets, NULL)));
-	om->delivery_latency = solo(x, note(x, metrics_histogram_new(x->reg,
-		"outboxd_delivery_latency_seconds",
-		"Time from a message's creation to its successful delivery, retries included.",
-		metrics_latency_buckets, metrics_latency_nbuckets, NULL)));
-	om->claim_batch_size = solo(x, note(x, metrics_histogram_new(x->reg,
-		"outboxd_claim_batch_size", "Rows returned by each claim query.",
-		metrics_batch_buckets, metrics_batch_nbuckets, NULL)));
+	om->smtp_send_duration = solo(
+		x, note(x, metrics_histogram_new(x->reg, "outboxd_smtp_send_duration_seconds",
+						 "Time from handing a message to the SMTP client to its final reply.",
+						 metrics_seconds_buckets, metrics_seconds_nbuckets, NULL)));
+	om->delivery_latency = solo(
+		x, note(x, metrics_histogram_new(
+				   x->reg, "outboxd_delivery_latency_seconds",
+				   "Time from a message's creation to its successful delivery, retries included.",
+				   metrics_latency_buckets, metrics_latency_nbuckets, NULL)));
+	om->claim_batch_size = solo(
+		x,
+		note(x, metrics_histogram_new(x->reg, "outboxd_claim_batch_size", "Rows returned by each claim query.",
+					      metrics_batch_buckets, metrics_batch_nbuckets, NULL)));
 	om->in_flight = solo(x, note(x, metrics_gauge_new(x->reg, "outboxd_in_flight",
-		"Messages claimed by this dispatcher and not yet completed.", NULL)));
+							  "Messages claimed by this dispatcher and not yet completed.",
+							  NULL)));
 }
 
 static void register_queue(struct reg_ctx *x, struct outboxd_metrics *om)
 {
 	struct metrics_family *f;
 
-	f = om->queue_depth = note(x, metrics_gauge_new(x->reg, "outboxd_queue_depth",
-		"Rows in outbox.messages by state, as last measured in the database.",
-		"state", NULL));
+	f = om->queue_depth = note(
+		x, metrics_gauge_new(x->reg, "outboxd_queue_depth",
+				     "Rows in outbox.messages by state, as last measured in the database.", "state",
+				     NULL));
 	om->depth_pending = note_child(x, metrics_child(f, "pending", NULL));
 	om->depth_sending = note_child(x, metrics_child(f, "sending", NULL));
 	om->depth_sent = note_child(x, metrics_child(f, "sent", NULL));
 	om->depth_failed = note_child(x, metrics_child(f, "failed", NULL));
 	om->depth_dead = note_child(x, metrics_child(f, "dead", NULL));
 	om->depth_cancelled = note_child(x, metrics_child(f, "cancelled", NULL));
-	om->oldest_pending_age = solo(x, note(x, metrics_gauge_new(x->reg,
-		"outboxd_oldest_pending_age_seconds",
-		"Age of the oldest message that is due and not yet delivered.", NULL)));
-	om->table_dead_tuples = note(x, metrics_gauge_new(x->reg, "outboxd_table_dead_tuples",
-		"Dead tuples in an outbox table (n_dead_tup).", "table", NULL));
-	om->table_last_autovacuum = note(x, metrics_gauge_new(x->reg,
-		"outboxd_table_last_autovacuum_timestamp_seconds",
-		"Time of the last autovacuum of an outbox table, seconds since the epoch.",
-		"table", NULL));
-	om->oldest_xact_age = solo(x, note(x, metrics_gauge_new(x->reg,
-		"outboxd_oldest_xact_age_seconds",
-		"Age of the oldest open transaction in the database; a large value holds back "
-		"vacuum.", NULL)));
-	om->database_up = solo(x, note(x, metrics_gauge_new(x->reg, "outboxd_database_up",
-		"1 when the work connection to PostgreSQL is established, else 0.", NULL)));
+	om->oldest_pending_age = solo(
+		x, note(x, metrics_gauge_new(x->reg, "outboxd_oldest_pending_age_seconds",
+					     "Age of the oldest message that is due and not yet delivered.", NULL)));
+	om->table_dead_tuples = note(x,
+				     metrics_gauge_new(x->reg, "outboxd_table_dead_tuples",
+						       "Dead tuples in an outbox table (n_dead_tup).", "table", NULL));
+	om->table_last_autovacuum = note(
+		x, metrics_gauge_new(x->reg, "outboxd_table_last_autovacuum_timestamp_seconds",
+				     "Time of the last autovacuum of an outbox table, seconds since the epoch.",
+				     "table", NULL));
+	om->oldest_xact_age = solo(
+		x, note(x, metrics_gauge_new(
+				   x->reg, "outboxd_oldest_xact_age_seconds",
+				   "Age of the oldest open transaction in the database; a large value holds back "
+				   "vacuum.",
+				   NULL)));
+	om->database_up = solo(
+		x,
+		note(x, metrics_gauge_new(x->reg, "outboxd_database_up",
+					  "1 when the work connection to PostgreSQL is established, else 0.", NULL)));
 	om->listener_up = solo(x, note(x, metrics_gauge_new(x->reg, "outboxd_listener_up",
-		"1 when the LISTEN connection is established, else 0.", NULL)));
+							    "1 when the LISTEN connection is established, else 0.",
+							    NULL)));
 }
 
 static void register_kafka_breaker(struct reg_ctx *x, struct outboxd_metrics *om)
 {
-	static const char *const sinks[] = {"smtp", "kafka"};
-	static const char *const states[] = {"closed", "half_open", "open"};
+	static const char *const sinks[] = { "smtp", "kafka" };
+	static const char *const states[] = { "closed", "half_open", "open" };
 	struct metrics_family *f;
 	size_t i, j;
 
-	om->kafka_lag_rows = solo(x, note(x, metrics_gauge_new(x->reg,
-		"outboxd_kafka_mirror_lag_rows", "Events committed but not yet published to Kafka.",
-		NULL)));
-	om->kafka_mirror_enabled = solo(x, note(x, metrics_gauge_new(x->reg,
-		"outboxd_kafka_mirror_enabled",
-		"1 when kafka.brokers is set and this dispatcher mirrors events, else 0; lag "
-		"alerts stay silent while it is 0.", NULL)));
-	om->kafka_lag_seconds = solo(x, note(x, metrics_gauge_new(x->reg,
-		"outboxd_kafka_mirror_lag_seconds",
-		"Age of the oldest event not yet published to Kafka.", NULL)));
+	om->kafka_lag_rows = solo(x,
+				  note(x, metrics_gauge_new(x->reg, "outboxd_kafka_mirror_lag_rows",
+							    "Events committed but not yet published to Kafka.", NULL)));
+	om->kafka_mirror_enabled = solo(
+		x,
+		note(x, metrics_gauge_new(x->reg, "outboxd_kafka_mirror_enabled",
+					  "1 when kafka.brokers is set and this dispatcher mirrors events, else 0; lag "
+					  "alerts stay silent while it is 0.",
+					  NULL)));
+	om->kafka_lag_seconds = solo(x, note(x, metrics_gauge_new(x->reg, "outboxd_kafka_mirror_lag_seconds",
+								  "Age of the oldest event not yet published to Kafka.",
+								  NULL)));
 	f = om->kafka_publish = note(x, metrics_counter_new(x->reg, "outboxd_kafka_publish_total",
-		"Kafka delivery reports by outcome.", "outcome", NULL));
+							    "Kafka delivery reports by outcome.", "outcome", NULL));
 	om->kafka_published = note_child(x, metrics_child(f, "published", NULL));
 	om->kafka_failed = note_child(x, metrics_child(f, "failed", NULL));
 	om->kafka_retry = note_child(x, metrics_child(f, "retry", NULL));
 
-	f = om->breaker_state = note(x, metrics_gauge_new(x->reg, "outboxd_breaker_state",
-		"Circuit breaker state per sink: 0 closed, 1 half-open, 2 open.", "sink", NULL));
+	f = om->breaker_state = note(
+		x, metrics_gauge_new(x->reg, "outboxd_breaker_state",
+				     "Circuit breaker state per sink: 0 closed, 1 half-open, 2 open.", "sink", NULL));
 	om->breaker_smtp = note_child(x, metrics_child(f, "smtp", NULL));
 	om->breaker_kafka = note_child(x, metrics_child(f, "kafka", NULL));
-	f = om->breaker_transitions = note(x, metrics_counter_new(x->reg,
-		"outboxd_breaker_transitions_total",
-		"Circuit breaker state changes per sink, by the state entered.", "sink", "to",
-		NULL));
+	f = om->breaker_transitions = note(
+		x, metrics_counter_new(x->reg, "outboxd_breaker_transitions_total",
+				       "Circuit breaker state changes per sink, by the state entered.", "sink", "to",
+				       NULL));
 	for (i = 0; i < 2; i++)
 		for (j = 0; j < 3; j++)
 			(void)note_child(x, metrics_child(f, sinks[i], states[j], NULL));
@@ -797,35 +821,41 @@ static void register_kafka_breaker(struct reg_ctx *x, struct outboxd_metrics *om
 
 static void register_retention(struct reg_ctx *x, struct outboxd_metrics *om)
 {
-	om->retention_removed = note(x, metrics_counter_new(x->reg, "outboxd_retention_removed_total",
-		"Finished rows removed by retention on this dispatcher, by table and state "
-		"(state partition: rows of a dropped partition).", "table", "state", NULL));
-	om->retention_dropped = solo(x, note(x, metrics_counter_new(x->reg,
-		"outboxd_retention_partitions_dropped_total",
-		"Partitions dropped by retention on this dispatcher (partitioned layout).", NULL)));
-	om->retention_last_pass = solo(x, note(x, metrics_gauge_new(x->reg,
-		"outboxd_retention_last_pass_timestamp_seconds",
-		"End of this dispatcher's last complete retention pass, seconds since the epoch; "
-		"0 = none yet.", NULL)));
-	om->retention_leader = solo(x, note(x, metrics_gauge_new(x->reg, "outboxd_retention_leader",
-		"1 while this dispatcher holds the retention lock (one dispatcher purges).", NULL)));
+	om->retention_removed = note(
+		x, metrics_counter_new(x->reg, "outboxd_retention_removed_total",
+				       "Finished rows removed by retention on this dispatcher, by table and state "
+				       "(state partition: rows of a dropped partition).",
+				       "table", "state", NULL));
+	om->retention_dropped = solo(
+		x, note(x, metrics_counter_new(
+				   x->reg, "outboxd_retention_partitions_dropped_total",
+				   "Partitions dropped by retention on this dispatcher (partitioned layout).", NULL)));
+	om->retention_last_pass = solo(
+		x, note(x, metrics_gauge_new(
+				   x->reg, "outboxd_retention_last_pass_timestamp_seconds",
+				   "End of this dispatcher's last complete retention pass, seconds since the epoch; "
+				   "0 = none yet.",
+				   NULL)));
+	om->retention_leader = solo(
+		x, note(x, metrics_gauge_new(
+				   x->reg, "outboxd_retention_leader",
+				   "1 while this dispatcher holds the retention lock (one dispatcher purges).", NULL)));
 }
 
 struct outboxd_metrics *outboxd_metrics_new(struct metrics *reg, const char *version)
 {
 	struct outboxd_metrics *om = calloc(1, sizeof(*om));
-	struct reg_ctx x = {reg, 0};
+	struct reg_ctx x = { reg, 0 };
 
 	if (om == NULL)
 		return NULL;
-	om->up = solo(&x, note(&x, metrics_gauge_new(reg, "outboxd_up",
-		"1 while the dispatcher process is running.", NULL)));
+	om->up = solo(
+		&x, note(&x, metrics_gauge_new(reg, "outboxd_up", "1 while the dispatcher process is running.", NULL)));
 	metrics_set(om->up, 1);
 	om->build_info = note(&x, metrics_gauge_new(reg, "outboxd_build_info",
-		"Always 1; the version label identifies the running build.", "version", NULL));
-	metrics_set(note_child(&x, metrics_child(om->build_info,
-						 version != NULL ? version : "unknown", NULL)),
-		    1);
+						    "Always 1; the version label identifies the running build.",
+						    "version", NULL));
+	metrics_set(note_child(&x, metrics_child(om->build_info, version != NULL ? version : "unknown", NULL)), 1);
 	register_messages(&x, om);
 	register_queue(&x, om);
 	register_kafka_breaker(&x, om);

@@ -35,28 +35,24 @@ void metrics_free(struct metrics *reg);
  * Returns the family (owned by reg), or NULL on an invalid argument, a duplicate name,
  * or OOM. A family without labels has its only child created at once.
  */
-struct metrics_family *metrics_family_new(struct metrics *reg, enum metrics_type type,
-					  const char *name, const char *help,
-					  const char *const *label_names,
-					  const double *buckets, size_t nbuckets);
+struct metrics_family *metrics_family_new(struct metrics *reg, enum metrics_type type, const char *name,
+					  const char *help, const char *const *label_names, const double *buckets,
+					  size_t nbuckets);
 
 /* Shorthands for metrics_family_new(); the variadic arguments are label names ending
  * with NULL (just NULL for an unlabelled family). */
-struct metrics_family *metrics_counter_new(struct metrics *reg, const char *name,
-					   const char *help, ...) METRICS_SENTINEL;
-struct metrics_family *metrics_gauge_new(struct metrics *reg, const char *name,
-					 const char *help, ...) METRICS_SENTINEL;
-struct metrics_family *metrics_histogram_new(struct metrics *reg, const char *name,
-					     const char *help, const double *buckets,
-					     size_t nbuckets, ...) METRICS_SENTINEL;
+struct metrics_family *metrics_counter_new(struct metrics *reg, const char *name, const char *help,
+					   ...) METRICS_SENTINEL;
+struct metrics_family *metrics_gauge_new(struct metrics *reg, const char *name, const char *help, ...) METRICS_SENTINEL;
+struct metrics_family *metrics_histogram_new(struct metrics *reg, const char *name, const char *help,
+					     const double *buckets, size_t nbuckets, ...) METRICS_SENTINEL;
 
 /*
  * Registers an unlabelled counter or gauge whose value is fn(arg), called at every
  * render. Returns the family (owned by reg) or NULL like metrics_family_new().
  */
-struct metrics_family *metrics_callback_new(struct metrics *reg, enum metrics_type type,
-					    const char *name, const char *help,
-					    double (*fn)(void *arg), void *arg);
+struct metrics_family *metrics_callback_new(struct metrics *reg, enum metrics_type type, const char *name,
+					    const char *help, double (*fn)(void *arg), void *arg);
 
 /* Adds a hook called once at the start of every render, before any callback, so a
  * collector can refresh a snapshot that several callback families read. Returns 0, or
@@ -123,8 +119,7 @@ extern const size_t metrics_batch_nbuckets;
 struct outboxd_metrics {
 	/* outboxd_messages_total{outcome} */
 	struct metrics_family *messages;
-	struct metrics_child *msg_sent, *msg_retry, *msg_failed, *msg_dead, *msg_unknown,
-		*msg_released;
+	struct metrics_child *msg_sent, *msg_retry, *msg_failed, *msg_dead, *msg_unknown, *msg_released;
 	/* outboxd_smtp_replies_total{class} */
 	struct metrics_family *smtp_replies;
 	struct metrics_child *smtp_2xx, *smtp_4xx, *smtp_5xx, *smtp_none;
@@ -132,8 +127,7 @@ struct outboxd_metrics {
 	struct metrics_child *smtp_send_duration, *delivery_latency;
 	/* outboxd_queue_depth{state} */
 	struct metrics_family *queue_depth;
-	struct metrics_child *depth_pending, *depth_sending, *depth_sent, *depth_failed,
-		*depth_dead, *depth_cancelled;
+	struct metrics_child *depth_pending, *depth_sending, *depth_sent, *depth_failed, *depth_dead, *depth_cancelled;
 	struct metrics_child *oldest_pending_age;
 	/* Kafka mirror */
 	struct metrics_child *kafka_lag_rows, *kafka_lag_seconds, *kafka_mirror_enabled;
@@ -164,8 +158,7 @@ struct outboxd_metrics {
  * is already registered; families registered before a failure stay in reg, which the
  * caller frees as usual.
  */
-struct outboxd_metrics *outboxd_metrics_new(struct metrics *reg, const char *version)
-	METRICS_MUST_CHECK;
+struct outboxd_metrics *outboxd_metrics_new(struct metrics *reg, const char *version) METRICS_MUST_CHECK;
 
 /* Frees the struct returned by outboxd_metrics_new() (not the registry). NULL is fine. */
 void outboxd_metrics_free(struct outboxd_metrics *om);

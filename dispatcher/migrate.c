@@ -272,8 +272,7 @@ int migrate_list_dir(const char *dir, struct migrate_list *out, char *errbuf, si
 	for (size_t i = 1; i < list.n; i++) {
 		if (list.files[i].version == list.files[i - 1].version) {
 			snprintf(errbuf, errlen, "duplicate migration version %d in %s: %s and %s",
-				 list.files[i].version, dir, list.files[i - 1].filename,
-				 list.files[i].filename);
+				 list.files[i].version, dir, list.files[i - 1].filename, list.files[i].filename);
 			goto fail;
 		}
 	}
@@ -321,8 +320,7 @@ int migrate_default_dir(const char *exe_path, const char *sub, char *out, size_t
 		static const char *const rel[] = { "%s/../share/outboxd/%s", "%s/../%s" };
 		for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
 			int k = snprintf(cand, sizeof cand, rel[i], exedir, sub);
-			if (k > 0 && (size_t)k < sizeof cand && is_dir(cand) &&
-			    canonical(cand, out, outlen) == 0)
+			if (k > 0 && (size_t)k < sizeof cand && is_dir(cand) && canonical(cand, out, outlen) == 0)
 				return (int)i;
 		}
 	}
@@ -379,10 +377,9 @@ static int parse_args(int argc, char **argv, struct migrate_opts *o)
 		const char *name;
 		int has_arg;
 	} known[] = {
-		{ "--database-url", 1 }, { "--migrations", 1 }, { "--sql", 1 },
-		{ "--status", 0 },       { "--dry-run", 0 },     { "--lock-timeout", 1 },
-		{ "--wait-timeout", 1 }, { "--statement-timeout", 1 }, { "--help", 0 },
-		{ "--layout", 1 },
+		{ "--database-url", 1 }, { "--migrations", 1 },   { "--sql", 1 },          { "--status", 0 },
+		{ "--dry-run", 0 },      { "--lock-timeout", 1 }, { "--wait-timeout", 1 }, { "--statement-timeout", 1 },
+		{ "--help", 0 },         { "--layout", 1 },
 	};
 
 	o->lock_timeout_ms = (long long)(MIGRATE_DEFAULT_LOCK_TIMEOUT * 1000);
@@ -495,8 +492,7 @@ static int resolve_dir(const char *flag_val, const char *flag, const char *env, 
 	char exe[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
 	exe[n > 0 ? n : 0] = '\0';
-	static const char *const rules[] = { "installed next to the binary",
-					     "source tree next to the binary",
+	static const char *const rules[] = { "installed next to the binary", "source tree next to the binary",
 					     "built-in " OUTBOXD_DATADIR };
 	int rule = migrate_default_dir(n > 0 ? exe : NULL, sub, out, outlen);
 	*how = rule >= 0 ? rules[rule] : "not found";
@@ -611,8 +607,7 @@ out_quiet:
 
 /* A one-line rendering of a server error: "SEVERITY SQLSTATE: message (detail: ...)". When
  * text is given and the server reported a position, prefixes "line:col: ". */
-static void report_pg_error(const char *what, const struct buf *text, const PGresult *res,
-			    PGconn *conn)
+static void report_pg_error(const char *what, const struct buf *text, const PGresult *res, PGconn *conn)
 {
 	struct buf b;
 	const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
@@ -650,14 +645,17 @@ static void report_pg_error(const char *what, const struct buf *text, const PGre
 	for (int i = 0; i < 3; i++) {
 		if (!vals[i])
 			continue;
-		if (buf_printf(&b, "%s%s: ", first ? " (" : "; ", labels[i]) < 0 ||
-		    buf_put_flat(&b, vals[i]) < 0)
+		if (buf_printf(&b, "%s%s: ", first ? " (" : "; ", labels[i]) < 0 || buf_put_flat(&b, vals[i]) < 0)
 			goto oom;
 		first = 0;
 	}
 	if (!first && buf_putc(&b, ')') < 0)
 		goto oom;
-	if (state && strcmp(state, "55P03") == 0 && buf_puts(&b, " [lock_timeout expired: another session holds a conflicting lock; retry, or raise --lock-timeout]") < 0)
+	if (state && strcmp(state, "55P03") == 0 &&
+	    buf_puts(
+		    &b,
+		    " [lock_timeout expired: another session holds a conflicting lock; retry, or raise --lock-timeout]") <
+		    0)
 		goto oom;
 	if (state && strcmp(state, "57014") == 0 && buf_puts(&b, " [statement cancelled: see --statement-timeout]") < 0)
 		goto oom;
@@ -835,19 +833,18 @@ static int db_lock(struct migrate_ctx *c)
 	return exec_cmd(c->conn, "configuring the session", sql);
 }
 
-static const char bookkeeping_sql[] =
-	"BEGIN;"
-	"CREATE SCHEMA IF NOT EXISTS outbox;"
-	"CREATE TABLE IF NOT EXISTS outbox.schema_migrations ("
-	"  version     int PRIMARY KEY,"
-	"  name        text NOT NULL,"
-	"  checksum    text NOT NULL,"
-	"  applied_at  timestamptz NOT NULL DEFAULT now(),"
-	"  duration_ms int);"
-	"COMMENT ON TABLE outbox.schema_migrations IS "
-	"  'Migrations applied by outboxd migrate: one row per migrations/NNNN_name.sql, "
-	"checksum = sha256 hex of the file';"
-	"COMMIT";
+static const char bookkeeping_sql[] = "BEGIN;"
+				      "CREATE SCHEMA IF NOT EXISTS outbox;"
+				      "CREATE TABLE IF NOT EXISTS outbox.schema_migrations ("
+				      "  version     int PRIMARY KEY,"
+				      "  name        text NOT NULL,"
+				      "  checksum    text NOT NULL,"
+				      "  applied_at  timestamptz NOT NULL DEFAULT now(),"
+				      "  duration_ms int);"
+				      "COMMENT ON TABLE outbox.schema_migrations IS "
+				      "  'Migrations applied by outboxd migrate: one row per migrations/NNNN_name.sql, "
+				      "checksum = sha256 hex of the file';"
+				      "COMMIT";
 
 /*
  * Reports whether outbox.schema_migrations exists and, when create is set, creates it.
@@ -874,11 +871,10 @@ static int db_bookkeeping(struct migrate_ctx *c, int create)
 /* Loads the applied rows into c->applied (none when the table does not exist). */
 static int db_load_applied(struct migrate_ctx *c, int table_exists)
 {
-	const char *sql = table_exists
-		? "SELECT version, name, checksum, "
-		  "to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS\"Z\"') "
-		  "FROM outbox.schema_migrations ORDER BY version"
-		: "SELECT 0, '', '', '' WHERE false";
+	const char *sql = table_exists ? "SELECT version, name, checksum, "
+					 "to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS\"Z\"') "
+					 "FROM outbox.schema_migrations ORDER BY version"
+				       : "SELECT 0, '', '', '' WHERE false";
 	c->applied = exec_query(c->conn, "reading outbox.schema_migrations", sql);
 	return c->applied ? 0 : -1;
 }
@@ -895,10 +891,8 @@ static int db_checksum(PGconn *conn, const char *label, struct loaded_file *f)
 		err("%s: file too large", label);
 		return -1;
 	}
-	PGresult *r = PQexecParams(conn, "SELECT encode(sha256($1), 'hex')", 1, types, values,
-				   lengths, formats, 0);
-	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 ||
-	    strlen(PQgetvalue(r, 0, 0)) != SHA256_HEX) {
+	PGresult *r = PQexecParams(conn, "SELECT encode(sha256($1), 'hex')", 1, types, values, lengths, formats, 0);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 || strlen(PQgetvalue(r, 0, 0)) != SHA256_HEX) {
 		report_pg_error(label, NULL, r, conn);
 		PQclear(r);
 		return -1;
@@ -972,8 +966,8 @@ static int verify_applied(struct migrate_ctx *c, int quiet)
 				    c->mig.files[f].filename, as, c->mig_files[f].checksum, sum);
 			changed++;
 		} else if (!quiet && strcmp(name, c->mig.files[f].name) != 0) {
-			warn("%s was applied under the name '%s'; the content is unchanged",
-			     c->mig.files[f].filename, name);
+			warn("%s was applied under the name '%s'; the content is unchanged", c->mig.files[f].filename,
+			     name);
 		}
 	}
 	return changed;
@@ -1051,7 +1045,8 @@ static int apply_sql(struct migrate_ctx *c)
 		return -1;
 	}
 	PQclear(r);
-	say("sql: re-applied %zu file%s (%lld ms)", c->n_sql, c->n_sql == 1 ? "" : "s", (long long)clock_mono_ms() - t0);
+	say("sql: re-applied %zu file%s (%lld ms)", c->n_sql, c->n_sql == 1 ? "" : "s",
+	    (long long)clock_mono_ms() - t0);
 	return 0;
 }
 
@@ -1059,8 +1054,7 @@ static int apply_sql(struct migrate_ctx *c)
 static void print_target(PGconn *conn)
 {
 	const char *host = PQhost(conn);
-	say("database: %s@%s:%s/%s", PQuser(conn), host && *host ? host : "(local socket)",
-	    PQport(conn), PQdb(conn));
+	say("database: %s@%s:%s/%s", PQuser(conn), host && *host ? host : "(local socket)", PQport(conn), PQdb(conn));
 }
 
 static void print_dirs(const struct migrate_ctx *c)
@@ -1083,14 +1077,14 @@ static int run_status(struct migrate_ctx *c)
 		long f = find_file(c, v);
 		const char *recorded = PQgetvalue(c->applied, i, 2);
 		if (f < 0)
-			say("  %04d_%-30s %s  missing (no file; an older release?)", v,
-			    PQgetvalue(c->applied, i, 1), PQgetvalue(c->applied, i, 3));
+			say("  %04d_%-30s %s  missing (no file; an older release?)", v, PQgetvalue(c->applied, i, 1),
+			    PQgetvalue(c->applied, i, 3));
 		else if (strcmp(recorded, c->mig_files[f].checksum) == 0)
 			say("  %04d_%-30s %s  ok", v, PQgetvalue(c->applied, i, 1), PQgetvalue(c->applied, i, 3));
 		else
 			say("  %04d_%-30s %s  CHANGED (%s: sha256 %.12s..., recorded %.12s...)", v,
-			    PQgetvalue(c->applied, i, 1), PQgetvalue(c->applied, i, 3),
-			    c->mig.files[f].filename, c->mig_files[f].checksum, recorded);
+			    PQgetvalue(c->applied, i, 1), PQgetvalue(c->applied, i, 3), c->mig.files[f].filename,
+			    c->mig_files[f].checksum, recorded);
 	}
 	size_t pending = 0;
 	for (size_t i = 0; i < c->mig.n; i++)
@@ -1138,8 +1132,8 @@ static int run_apply(struct migrate_ctx *c)
 		if (find_applied(c, c->mig.files[i].version) >= 0)
 			continue;
 		if (c->mig.files[i].version < newest)
-			warn("applying %s out of order: version %d is already applied",
-			     c->mig.files[i].filename, newest);
+			warn("applying %s out of order: version %d is already applied", c->mig.files[i].filename,
+			     newest);
 		if (apply_one(c, i) < 0) {
 			err("stopped at %s (rolled back); %zu earlier migration%s of this run stay%s applied",
 			    c->mig.files[i].filename, applied, applied == 1 ? "" : "s", applied == 1 ? "s" : "");
@@ -1175,8 +1169,8 @@ static int migrate_run(struct migrate_ctx *c)
 	char errbuf[PATH_MAX + 256];
 	int r;
 
-	r = resolve_dir(c->o.migrations_dir, "--migrations", "OUTBOXD_MIGRATIONS_DIR", "migrations",
-			NULL, c->mig_dir, sizeof c->mig_dir, &c->mig_how);
+	r = resolve_dir(c->o.migrations_dir, "--migrations", "OUTBOXD_MIGRATIONS_DIR", "migrations", NULL, c->mig_dir,
+			sizeof c->mig_dir, &c->mig_how);
 	if (r == 1) {
 		err("no migrations directory found; pass --migrations DIR or set OUTBOXD_MIGRATIONS_DIR");
 		return EXIT_USAGE;
@@ -1184,8 +1178,8 @@ static int migrate_run(struct migrate_ctx *c)
 	if (r != 0)
 		return r;
 	int explicit_mig = c->o.migrations_dir || env_nonempty("OUTBOXD_MIGRATIONS_DIR");
-	r = resolve_dir(c->o.sql_dir, "--sql", "OUTBOXD_SQL_DIR", "sql", explicit_mig ? c->mig_dir : NULL,
-			c->sql_dir, sizeof c->sql_dir, &c->sql_how);
+	r = resolve_dir(c->o.sql_dir, "--sql", "OUTBOXD_SQL_DIR", "sql", explicit_mig ? c->mig_dir : NULL, c->sql_dir,
+			sizeof c->sql_dir, &c->sql_how);
 	if (r == EXIT_USAGE)
 		return r;
 	c->have_sql_dir = r == 0;

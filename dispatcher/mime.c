@@ -156,8 +156,8 @@ static void hw_atom(struct hw *h, const char *a, size_t n)
  * Subject and display names alike. */
 static int q_literal(unsigned char c)
 {
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-	       c == '!' || c == '*' || c == '+' || c == '-' || c == '/';
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '!' || c == '*' ||
+	       c == '+' || c == '-' || c == '/';
 }
 
 static size_t q_cost(unsigned char c)
@@ -384,8 +384,7 @@ int mime_mailbox_split(const char *item, struct mime_mailbox *mb)
 }
 
 /* Writes one mailbox ("addr" or "Name <addr>") as part of an address list. */
-static int hw_mailbox(struct hw *h, const char *what, const char *item, int last, char *err,
-		      size_t errlen)
+static int hw_mailbox(struct hw *h, const char *what, const char *item, int last, char *err, size_t errlen)
 {
 	struct mime_mailbox mb;
 	const char *addr, *name;
@@ -428,8 +427,7 @@ static int hw_mailbox(struct hw *h, const char *what, const char *item, int last
 		name = tmp.data ? tmp.data : "";
 		nlen = tmp.len;
 	}
-	if (nlen > 0 && is_ascii(name, nlen) && name_is_atoms(name, nlen) &&
-	    nlen + alen + 5 < MIME_FOLD) {
+	if (nlen > 0 && is_ascii(name, nlen) && name_is_atoms(name, nlen) && nlen + alen + 5 < MIME_FOLD) {
 		/* A short mailbox stays on one line rather than folding inside the name. */
 		struct buf one;
 		int bad;
@@ -492,8 +490,8 @@ out:
 	return rc;
 }
 
-static int hw_address_list(struct hw *h, const char *field, const char *label,
-			   const char *const *v, size_t n, char *err, size_t errlen)
+static int hw_address_list(struct hw *h, const char *field, const char *label, const char *const *v, size_t n,
+			   char *err, size_t errlen)
 {
 	size_t i;
 	char what[48];
@@ -652,8 +650,7 @@ static size_t longest_line(const char *s, size_t len)
 }
 
 /* Normalises and encodes one body; *cte receives the transfer encoding name. */
-static int body_prepare(const char *what, const char *src, struct buf *enc, const char **cte,
-			char *err, size_t errlen)
+static int body_prepare(const char *what, const char *src, struct buf *enc, const char **cte, char *err, size_t errlen)
 {
 	struct buf norm;
 	int ascii, rc = -1;
@@ -695,8 +692,17 @@ out:
 /* ---- the message ----------------------------------------------------------------- */
 
 static const char *const owned_headers[] = {
-	"Message-ID", "Date", "From", "To", "Cc", "Bcc", "Reply-To", "Subject",
-	"MIME-Version", "Content-Type", "Content-Transfer-Encoding",
+	"Message-ID",
+	"Date",
+	"From",
+	"To",
+	"Cc",
+	"Bcc",
+	"Reply-To",
+	"Subject",
+	"MIME-Version",
+	"Content-Type",
+	"Content-Transfer-Encoding",
 };
 
 static int message_id_ok(const char *s)
@@ -727,9 +733,8 @@ static int write_date(struct buf *out, time_t t, char *err, size_t errlen)
 		snprintf(err, errlen, "date: out of range");
 		return -1;
 	}
-	if (buf_printf(out, "Date: %s, %02d %s %04d %02d:%02d:%02d +0000\r\n", days[tm.tm_wday],
-		       tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
-		       tm.tm_sec) < 0) {
+	if (buf_printf(out, "Date: %s, %02d %s %04d %02d:%02d:%02d +0000\r\n", days[tm.tm_wday], tm.tm_mday,
+		       months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec) < 0) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
@@ -745,8 +750,7 @@ static int write_subject(struct hw *h, const char *subj, char *err, size_t errle
 	hw_begin(h, "Subject");
 	/* Encode when not plain ASCII, when a word could not be folded under 998 octets,
 	 * or when the text could be mistaken for an encoded word. */
-	if (!is_ascii(subj, n) || longest_token(subj, n) > MIME_LINE_MAX - 16 ||
-	    strstr(subj, "=?") != NULL)
+	if (!is_ascii(subj, n) || longest_token(subj, n) > MIME_LINE_MAX - 16 || strstr(subj, "=?") != NULL)
 		hw_encoded(h, subj, n);
 	else
 		hw_unstructured(h, subj, n);
@@ -754,8 +758,7 @@ static int write_subject(struct hw *h, const char *subj, char *err, size_t errle
 	return 0;
 }
 
-static int write_extra_header(struct hw *h, size_t idx, const struct mime_header *x, char *err,
-			      size_t errlen)
+static int write_extra_header(struct hw *h, size_t idx, const struct mime_header *x, char *err, size_t errlen)
 {
 	size_t i, n, vn;
 	char what[112];
@@ -774,8 +777,7 @@ static int write_extra_header(struct hw *h, size_t idx, const struct mime_header
 	}
 	for (i = 0; i < sizeof(owned_headers) / sizeof(owned_headers[0]); i++) {
 		if (strcasecmp(x->name, owned_headers[i]) == 0) {
-			snprintf(err, errlen, "header %s: set by outboxd, not allowed in headers",
-				 x->name);
+			snprintf(err, errlen, "header %s: set by outboxd, not allowed in headers", x->name);
 			return -1;
 		}
 	}
@@ -819,8 +821,7 @@ static int contains(const struct buf *b, const char *needle)
 
 static int write_part_headers(struct buf *out, const char *type, const char *cte)
 {
-	return buf_printf(out, "Content-Type: %s; charset=UTF-8\r\nContent-Transfer-Encoding: %s\r\n",
-			  type, cte);
+	return buf_printf(out, "Content-Type: %s; charset=UTF-8\r\nContent-Transfer-Encoding: %s\r\n", type, cte);
 }
 
 /* Checks the finished header block: every line within the hard limit. */
@@ -881,8 +882,7 @@ int mime_build(const struct mime_msg *m, struct buf *out, char *errbuf, size_t e
 	}
 	if (m->n_cc > 0 && hw_address_list(&h, "Cc", "cc", m->cc, m->n_cc, errbuf, errlen) < 0)
 		goto out;
-	if (m->reply_to != NULL &&
-	    hw_address_list(&h, "Reply-To", "reply_to", &m->reply_to, 1, errbuf, errlen) < 0)
+	if (m->reply_to != NULL && hw_address_list(&h, "Reply-To", "reply_to", &m->reply_to, 1, errbuf, errlen) < 0)
 		goto out;
 	if (write_subject(&h, m->subject ? m->subject : "", errbuf, errlen) < 0)
 		goto out;
@@ -912,22 +912,20 @@ int mime_build(const struct mime_msg *m, struct buf *out, char *errbuf, size_t e
 			snprintf(errbuf, errlen, "body: no usable MIME boundary");
 			goto out;
 		}
-		if (buf_printf(out, "Content-Type: multipart/alternative; boundary=\"%s\"\r\n\r\n--%s\r\n",
-			       boundary, boundary) < 0 ||
+		if (buf_printf(out, "Content-Type: multipart/alternative; boundary=\"%s\"\r\n\r\n--%s\r\n", boundary,
+			       boundary) < 0 ||
 		    write_part_headers(out, "text/plain", tcte) < 0 || buf_puts(out, "\r\n") < 0 ||
-		    buf_append(out, text.data, text.len) < 0 ||
-		    buf_printf(out, "--%s\r\n", boundary) < 0 ||
+		    buf_append(out, text.data, text.len) < 0 || buf_printf(out, "--%s\r\n", boundary) < 0 ||
 		    write_part_headers(out, "text/html", hcte) < 0 || buf_puts(out, "\r\n") < 0 ||
-		    buf_append(out, html.data, html.len) < 0 ||
-		    buf_printf(out, "--%s--\r\n", boundary) < 0)
+		    buf_append(out, html.data, html.len) < 0 || buf_printf(out, "--%s--\r\n", boundary) < 0)
 			goto oom;
 	} else if (has_html) {
 		if (write_part_headers(out, "text/html", hcte) < 0 || buf_puts(out, "\r\n") < 0 ||
 		    buf_append(out, html.data, html.len) < 0)
 			goto oom;
 	} else {
-		if (write_part_headers(out, "text/plain", has_text ? tcte : "7bit") < 0 ||
-		    buf_puts(out, "\r\n") < 0 || (has_text && buf_append(out, text.data, text.len) < 0))
+		if (write_part_headers(out, "text/plain", has_text ? tcte : "7bit") < 0 || buf_puts(out, "\r\n") < 0 ||
+		    (has_text && buf_append(out, text.data, text.len) < 0))
 			goto oom;
 	}
 	rc = 0;

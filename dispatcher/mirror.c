@@ -30,8 +30,18 @@
 #define KEY_BUCKETS 16384u
 
 /* Columns of READ_SQL. */
-enum read_col { E_ID, E_EVENT_ID, E_TOPIC, E_AGGREGATE_TYPE, E_AGGREGATE_ID, E_TYPE, E_PAYLOAD, E_HEADERS,
-		E_MESSAGE_ID, E_SNAPSHOT_XMIN };
+enum read_col {
+	E_ID,
+	E_EVENT_ID,
+	E_TOPIC,
+	E_AGGREGATE_TYPE,
+	E_AGGREGATE_ID,
+	E_TYPE,
+	E_PAYLOAD,
+	E_HEADERS,
+	E_MESSAGE_ID,
+	E_SNAPSHOT_XMIN
+};
 
 static const char *const READ_SQL =
 	"SELECT id, event_id, topic, aggregate_type, aggregate_id, type, payload, headers, "
@@ -47,9 +57,9 @@ enum read_wait {
 /* A key (aggregate id) with rows in the mirror's table or a hold. */
 struct mkey {
 	struct mkey *next;
-	unsigned refs;   /* rows of the table that point here */
-	int inflight;    /* rows produced without a delivery report */
-	int64_t held;    /* > 0: a delivery of this row failed; later rows wait for it */
+	unsigned refs; /* rows of the table that point here */
+	int inflight;  /* rows produced without a delivery report */
+	int64_t held;  /* > 0: a delivery of this row failed; later rows wait for it */
 	char name[];
 };
 
@@ -88,18 +98,18 @@ struct kafka_mirror {
 	struct pgconn *pg;
 	struct kafka_pub *pub;
 	char owner[300];
-	int strict;              /* message timeout > 0: one record in flight per key */
+	int strict; /* message timeout > 0: one record in flight per key */
 	struct event *ev_read, *ev_after, *ev_reset;
 	unsigned ticks, next_lock_tick;
 	enum mirror_state state;
 
 	/* reading */
-	int read_inflight;       /* the limit of the read in flight, 0 = none */
+	int read_inflight; /* the limit of the read in flight, 0 = none */
 	enum read_wait wait;
-	int rewind;              /* read from the first pending row next time */
-	int idle, idle_query;    /* registered in outbox.dispatcher_idle; the query in flight */
-	int64_t cursor;          /* rows <= cursor were read unless txid >= guard */
-	char guard[32];          /* snapshot xmin of the previous read */
+	int rewind;           /* read from the first pending row next time */
+	int idle, idle_query; /* registered in outbox.dispatcher_idle; the query in flight */
+	int64_t cursor;       /* rows <= cursor were read unless txid >= guard */
+	char guard[32];       /* snapshot xmin of the previous read */
 
 	/* rows and keys */
 	struct mrow *rows[ROW_BUCKETS];
@@ -122,8 +132,8 @@ static void mirror_check_stop(struct kafka_mirror *m);
 const char *mirror_state_name(enum mirror_state s)
 {
 	static const char *const names[] = {
-		[MIRROR_FOLLOWER] = "follower", [MIRROR_LOCKING] = "locking",     [MIRROR_SETTING_UP] = "setting_up",
-		[MIRROR_LEADING] = "leading",   [MIRROR_FLUSHING] = "flushing",   [MIRROR_RECORDING] = "recording",
+		[MIRROR_FOLLOWER] = "follower", [MIRROR_LOCKING] = "locking",   [MIRROR_SETTING_UP] = "setting_up",
+		[MIRROR_LEADING] = "leading",   [MIRROR_FLUSHING] = "flushing", [MIRROR_RECORDING] = "recording",
 		[MIRROR_STOPPED] = "stopped",
 	};
 	return (unsigned)s <= MIRROR_STOPPED ? names[s] : "invalid";
@@ -336,8 +346,8 @@ static void leadership_drop(struct kafka_mirror *m, const char *why)
 {
 	if (m->state == MIRROR_SETTING_UP || m->state == MIRROR_LEADING ||
 	    (mirror_stopping(m) && (m->nrows || m->todo.npub || m->todo.nfail)))
-		log_warn("kafka mirror: leadership lost; in-flight results abandoned", "sreason", why,
-			 "iin_flight", (long long)m->inflight, NULL);
+		log_warn("kafka mirror: leadership lost; in-flight results abandoned", "sreason", why, "iin_flight",
+			 (long long)m->inflight, NULL);
 	if (!mirror_stopping(m))
 		mirror_set_state(m, MIRROR_FOLLOWER);
 	m->read_inflight = m->mark_inflight = 0;
@@ -370,8 +380,8 @@ static void mirror_on_delivery(void *arg, const struct kafka_delivery *d)
 			row_remove(m, r); /* out of memory: leave it pending, it is sent again */
 		break;
 	case KAFKA_PERMANENT:
-		log_warn("kafka refused an event for good: marking it failed", "ievent", (long long)d->id,
-			 "serror", d->reason, NULL);
+		log_warn("kafka refused an event for good: marking it failed", "ievent", (long long)d->id, "serror",
+			 d->reason, NULL);
 		r->st = ROW_FAILED;
 		r->key->inflight--;
 		m->inflight--;
@@ -381,9 +391,8 @@ static void mirror_on_delivery(void *arg, const struct kafka_delivery *d)
 	default:
 		/* Not delivered: the row stays pending and its key waits until it is sent again,
 		 * so no later record of the key overtakes it. */
-		log_write(mirror_stopping(m) ? LOG_DEBUG : LOG_WARN, "kafka delivery failed; holding the key",
-			  "ievent", (long long)d->id, "serror", d->reason, "bpossibly_persisted",
-			  d->possibly_persisted, NULL);
+		log_write(mirror_stopping(m) ? LOG_DEBUG : LOG_WARN, "kafka delivery failed; holding the key", "ievent",
+			  (long long)d->id, "serror", d->reason, "bpossibly_persisted", d->possibly_persisted, NULL);
 		key_hold(r->key, d->id);
 		row_remove(m, r);
 		m->rewind = 1;
@@ -424,8 +433,8 @@ static void mark_done(void *arg, const struct pg_result *res, const char *err)
 	if (res == NULL)
 		return; /* the session is gone: leadership_drop() follows */
 	if (!pg_result_ok(res)) {
-		log_error("kafka mirror: cannot record delivery results; dropping the session",
-			  "serror", pg_failure(res, err), NULL);
+		log_error("kafka mirror: cannot record delivery results; dropping the session", "serror",
+			  pg_failure(res, err), NULL);
 		event_active(m->ev_reset, 0, 0);
 		return;
 	}
@@ -538,16 +547,16 @@ static void mirror_set_idle(struct kafka_mirror *m, int idle)
 
 	if (m->idle == idle || m->idle_query || m->state != MIRROR_LEADING)
 		return;
-	if (pg_query(m->pg, "SELECT outbox.set_idle($1, $2::boolean, 'outbox_events')", 2, p, 10000,
-		     idle_done, m) == 0) {
+	if (pg_query(m->pg, "SELECT outbox.set_idle($1, $2::boolean, 'outbox_events')", 2, p, 10000, idle_done, m) ==
+	    0) {
 		m->idle = idle;
 		m->idle_query = 1;
 	}
 }
 
 /* Builds the record of result row i and produces it. */
-static enum kafka_outcome produce_row(struct kafka_mirror *m, const struct pg_result *res, int i,
-				      int64_t id, char *why, size_t whylen)
+static enum kafka_outcome produce_row(struct kafka_mirror *m, const struct pg_result *res, int i, int64_t id, char *why,
+				      size_t whylen)
 {
 	const char *hdr[2 * 34];
 	int nh = 0, err = 0;
@@ -574,7 +583,7 @@ static enum kafka_outcome produce_row(struct kafka_mirror *m, const struct pg_re
 		const char *name;
 		json_t *v;
 		uh = json_loads(headers, 0, NULL);
-		json_object_foreach(uh, name, v) {
+		json_object_foreach (uh, name, v) {
 			if (nh >= 34)
 				break;
 			if (!json_is_string(v) || strcmp(name, "id") == 0)
@@ -610,8 +619,7 @@ static void read_done(void *arg, const struct pg_result *res, const char *err)
 	if (res == NULL || m->state != MIRROR_LEADING)
 		return;
 	if (!pg_result_ok(res)) {
-		log_error("kafka mirror: reading events failed", "serror", pg_failure(res, err),
-			  NULL);
+		log_error("kafka mirror: reading events failed", "serror", pg_failure(res, err), NULL);
 		return; /* the tick reads again */
 	}
 	n = rd.rows = pg_ntuples(res);
@@ -655,8 +663,8 @@ static void read_done(void *arg, const struct pg_result *res, const char *err)
 			rd.produced++;
 			break;
 		case KAFKA_PERMANENT:
-			log_warn("kafka refused an event for good: marking it failed", "ievent",
-				 (long long)id, "serror", why, NULL);
+			log_warn("kafka refused an event for good: marking it failed", "ievent", (long long)id,
+				 "serror", why, NULL);
 			if (k->held == id)
 				k->held = 0;
 			if (row_add(m, id, k, ROW_FAILED) == NULL || marks_add_fail(&m->todo, id, why) != 0) {
@@ -672,8 +680,8 @@ static void read_done(void *arg, const struct pg_result *res, const char *err)
 			rd.stopped = 1;
 			break;
 		case KAFKA_RETRY:
-			log_warn("kafka produce refused; holding the key", "ievent", (long long)id,
-				 "serror", why, NULL);
+			log_warn("kafka produce refused; holding the key", "ievent", (long long)id, "serror", why,
+				 NULL);
 			key_hold(k, id);
 			rd.first_unhandled = rd.first_unhandled ? rd.first_unhandled : id;
 			break;
@@ -776,8 +784,7 @@ static void setup_done(void *arg, const struct pg_result *res, const char *err)
 	if (res == NULL || m->state != MIRROR_SETTING_UP)
 		return;
 	if (!pg_result_ok(res)) {
-		log_error("kafka mirror: setting up the leader session failed", "serror",
-			  pg_failure(res, err), NULL);
+		log_error("kafka mirror: setting up the leader session failed", "serror", pg_failure(res, err), NULL);
 		event_active(m->ev_reset, 0, 0);
 		return;
 	}
@@ -810,8 +817,7 @@ static void lock_done(void *arg, const struct pg_result *res, const char *err)
 	mirror_set_state(m, MIRROR_SETTING_UP);
 	p[0] = m->cfg->lifecycle_events ? "true" : "false";
 	if (pg_query(m->pg, "LISTEN outbox_events", 0, NULL, 10000, NULL, NULL) != 0 ||
-	    pg_query(m->pg, "SELECT outbox.mirror_set_lifecycle_events($1::boolean)", 1, p, 10000,
-		     setup_done, m) != 0)
+	    pg_query(m->pg, "SELECT outbox.mirror_set_lifecycle_events($1::boolean)", 1, p, 10000, setup_done, m) != 0)
 		event_active(m->ev_reset, 0, 0);
 }
 
@@ -819,8 +825,7 @@ static void mirror_try_lock(struct kafka_mirror *m)
 {
 	if (m->state != MIRROR_FOLLOWER || !pg_ready(m->pg))
 		return;
-	if (pg_query(m->pg, "SELECT pg_try_advisory_lock(" MIRROR_LOCK_KEY ")", 0, NULL, 10000, lock_done,
-		     m) == 0)
+	if (pg_query(m->pg, "SELECT pg_try_advisory_lock(" MIRROR_LOCK_KEY ")", 0, NULL, 10000, lock_done, m) == 0)
 		mirror_set_state(m, MIRROR_LOCKING);
 }
 
@@ -876,8 +881,8 @@ static void mirror_check_stop(struct kafka_mirror *m)
 		if (left > 0 && now < m->flush_deadline)
 			return;
 		if (left > 0) {
-			log_warn("kafka mirror: flush timed out; unacknowledged events stay pending",
-				 "icount", (long long)left, NULL);
+			log_warn("kafka mirror: flush timed out; unacknowledged events stay pending", "icount",
+				 (long long)left, NULL);
 			kafka_pub_purge(m->pub, 1);
 			kafka_pub_poll(m->pub);
 		}
@@ -889,9 +894,8 @@ static void mirror_check_stop(struct kafka_mirror *m)
 	if ((m->todo.npub || m->todo.nfail || m->mark_inflight) && pg_ready(m->pg) && now < m->final_deadline)
 		return;
 	if (m->todo.npub || m->todo.nfail || m->mark_inflight)
-		log_warn("kafka mirror: exiting with unrecorded deliveries; they will be sent again",
-			 "icount", (long long)(m->todo.npub + m->todo.nfail + m->sending.npub + m->sending.nfail),
-			 NULL);
+		log_warn("kafka mirror: exiting with unrecorded deliveries; they will be sent again", "icount",
+			 (long long)(m->todo.npub + m->todo.nfail + m->sending.npub + m->sending.nfail), NULL);
 	kafka_pub_free(m->pub);
 	m->pub = NULL;
 	mirror_set_state(m, MIRROR_STOPPED);
@@ -982,9 +986,9 @@ struct kafka_mirror *kafka_mirror_new(struct event_base *base, const struct conf
 		snprintf(errbuf, errlen, "cannot create the mirror's database connection");
 		goto fail;
 	}
-	log_info("kafka mirror started", "sbrokers", cfg->kafka_brokers, "scompression",
-		 cfg->kafka_compression, "imessage_timeout_ms", (long long)cfg->kafka_message_timeout_ms,
-		 "sorder", m->strict ? "one in flight per key" : "idempotent pipeline per key", NULL);
+	log_info("kafka mirror started", "sbrokers", cfg->kafka_brokers, "scompression", cfg->kafka_compression,
+		 "imessage_timeout_ms", (long long)cfg->kafka_message_timeout_ms, "sorder",
+		 m->strict ? "one in flight per key" : "idempotent pipeline per key", NULL);
 	return m;
 fail:
 	kafka_mirror_free(m);

@@ -13,8 +13,7 @@
 #include "pg.h"
 #include "pgarray.h"
 
-void outcome_add(struct dispatcher *d, const struct job *j, enum outcome o, int code, const char *error,
-		 int unknown)
+void outcome_add(struct dispatcher *d, const struct job *j, enum outcome o, int code, const char *error, int unknown)
 {
 	json_t *r = json_object();
 	json_t *rcpts;
@@ -47,7 +46,8 @@ void outcome_add(struct dispatcher *d, const struct job *j, enum outcome o, int 
 		json_object_set_new(x, "kind", json_string(rcpt_kind_name(j->kind[i])));
 		json_object_set_new(x, "state", json_string(rcpt_state_name(rc->state)));
 		json_object_set_new(x, "code", rc->code > 0 ? json_integer(rc->code) : json_null());
-		json_object_set_new(x, "error", rc->text && rc->state != RCPT_SENT ? json_string(rc->text) : json_null());
+		json_object_set_new(x, "error",
+				    rc->text && rc->state != RCPT_SENT ? json_string(rc->text) : json_null());
 		json_array_append_new(rcpts, x);
 	}
 	json_object_set_new(r, "recipients", rcpts);
@@ -103,8 +103,7 @@ static void requeue_unflushed(struct dispatcher *d)
  * deadlock, lock and statement timeouts, too many connections, server shutdown. */
 static int sqlstate_transient(const char *st)
 {
-	static const char *const codes[] = { "40001", "40P01", "55P03", "57014", "53300", "57P01", "57P02",
-					     "57P03" };
+	static const char *const codes[] = { "40001", "40P01", "55P03", "57014", "53300", "57P01", "57P02", "57P03" };
 
 	if (strncmp(st, "08", 2) == 0)
 		return 1;
@@ -126,8 +125,8 @@ static void on_flush_done(void *arg, const struct pg_result *res, const char *er
 		 * times, then dropped rather than looped on: those rows' leases expire and they
 		 * are delivered again (at least once). */
 		if (res != NULL && !sqlstate_transient(pg_result_sqlstate(res)) && ++d->flush_errors >= 3) {
-			log_error("dropping outcomes the database keeps refusing; their leases will expire",
-				  "serror", pg_result_error(res), "ssqlstate", pg_result_sqlstate(res), "icount",
+			log_error("dropping outcomes the database keeps refusing; their leases will expire", "serror",
+				  pg_result_error(res), "ssqlstate", pg_result_sqlstate(res), "icount",
 				  (long long)json_array_size(d->flushing_results), NULL);
 			json_decref(d->flushing_results);
 			json_decref(d->flushing_releases);
@@ -136,8 +135,8 @@ static void on_flush_done(void *arg, const struct pg_result *res, const char *er
 			dispatcher_maybe_finish_drain(d);
 			return;
 		}
-		log_warn("writing outcomes failed; will retry", "serror", pg_failure(res, err),
-			 "ssqlstate", pg_result_sqlstate(res), NULL);
+		log_warn("writing outcomes failed; will retry", "serror", pg_failure(res, err), "ssqlstate",
+			 pg_result_sqlstate(res), NULL);
 		if (d->flushing == 0)
 			requeue_unflushed(d);
 		return;
@@ -171,7 +170,7 @@ static int flush_send(struct dispatcher *d)
 
 	pgarray_lit_init(&ids);
 	pgarray_lit_init(&attempts);
-	json_array_foreach(d->flushing_releases, i, v) {
+	json_array_foreach (d->flushing_releases, i, v) {
 		pgarray_lit_int(&ids, (long long)json_integer_value(json_array_get(v, 0)));
 		pgarray_lit_int(&attempts, (long long)json_integer_value(json_array_get(v, 1)));
 	}

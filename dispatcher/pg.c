@@ -39,15 +39,15 @@ struct pgconn {
 
 	PGconn *conn;
 	enum pg_state state;
-	struct event *ev_read;   /* persistent while ready; one-shot during connect */
-	struct event *ev_write;  /* one-shot: connect polling or flushing */
-	struct event *ev_timer;  /* connect timeout, reconnect backoff, query timeout */
+	struct event *ev_read;  /* persistent while ready; one-shot during connect */
+	struct event *ev_write; /* one-shot: connect polling or flushing */
+	struct event *ev_timer; /* connect timeout, reconnect backoff, query timeout */
 	int want_write_for_connect;
 
 	struct pg_query *head, *tail; /* head is the running query when `running` */
 	int running;
 	int npending;
-	PGresult *last;               /* last result of the running query */
+	PGresult *last; /* last result of the running query */
 };
 
 static void conn_schedule_reconnect(struct pgconn *c, const char *reason);
@@ -64,8 +64,8 @@ static void conn_set_state(struct pgconn *c, enum pg_state s)
 {
 	if (c->state == s)
 		return;
-	log_debug("database connection state", "sconn", c->name, "sfrom", pg_state_name(c->state),
-		  "sto", pg_state_name(s), NULL);
+	log_debug("database connection state", "sconn", c->name, "sfrom", pg_state_name(c->state), "sto",
+		  pg_state_name(s), NULL);
 	c->state = s;
 }
 
@@ -175,8 +175,8 @@ static void conn_schedule_reconnect(struct pgconn *c, const char *why)
 	c->backoff_ms *= 2;
 	if (c->backoff_ms > c->reconnect_max_ms)
 		c->backoff_ms = c->reconnect_max_ms;
-	log_warn("database connection lost, reconnecting", "sconn", c->name, "sreason", reason,
-		 "idelay_ms", (long long)delay, NULL);
+	log_warn("database connection lost, reconnecting", "sconn", c->name, "sreason", reason, "idelay_ms",
+		 (long long)delay, NULL);
 	timer_arm(c, delay);
 }
 
@@ -241,11 +241,16 @@ static void connect_poll(struct pgconn *c)
 
 static void conn_start(struct pgconn *c)
 {
-	const char *keys[] = { "dbname", "application_name", "keepalives", "keepalives_idle",
-			       "keepalives_interval", "keepalives_count", "tcp_user_timeout", "options",
+	const char *keys[] = { "dbname",
+			       "application_name",
+			       "keepalives",
+			       "keepalives_idle",
+			       "keepalives_interval",
+			       "keepalives_count",
+			       "tcp_user_timeout",
+			       "options",
 			       NULL };
-	const char *vals[] = { c->conninfo, c->name, "1", "30", "10", "3", "30000",
-			       c->options ? c->options : "", NULL };
+	const char *vals[] = { c->conninfo, c->name, "1", "30", "10", "3", "30000", c->options ? c->options : "", NULL };
 
 	conn_set_state(c, PG_CONNECTING);
 	c->conn = PQconnectStartParams(keys, vals, 1);
@@ -309,8 +314,7 @@ static void conn_send_next(struct pgconn *c)
 
 	if (c->state != PG_READY || c->running || q == NULL)
 		return;
-	ok = PQsendQueryParams(c->conn, q->sql, q->nparams, NULL, (const char *const *)q->params, NULL,
-			       NULL, 0);
+	ok = PQsendQueryParams(c->conn, q->sql, q->nparams, NULL, (const char *const *)q->params, NULL, NULL, 0);
 	if (!ok) {
 		conn_schedule_reconnect(c, PQerrorMessage(c->conn));
 		return;
@@ -366,8 +370,7 @@ static void read_results(struct pgconn *c)
 		c->npending--;
 		evtimer_del(c->ev_timer);
 		if (q->cb)
-			q->cb(q->arg, (const struct pg_result *)res,
-			      res ? NULL : "no result");
+			q->cb(q->arg, (const struct pg_result *)res, res ? NULL : "no result");
 		if (res)
 			PQclear(res);
 		query_free(q);
@@ -401,9 +404,8 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
 		read_results(c);
 }
 
-struct pgconn *pg_new(struct event_base *base, const char *name, const char *conninfo,
-		      const char *extra_options, int64_t connect_timeout_ms, int64_t reconnect_max_ms,
-		      const struct pg_callbacks *cb, void *arg)
+struct pgconn *pg_new(struct event_base *base, const char *name, const char *conninfo, const char *extra_options,
+		      int64_t connect_timeout_ms, int64_t reconnect_max_ms, const struct pg_callbacks *cb, void *arg)
 {
 	struct pgconn *c = calloc(1, sizeof(*c));
 
@@ -457,8 +459,8 @@ void pg_reset(struct pgconn *c, const char *reason)
 		conn_schedule_reconnect(c, reason);
 }
 
-int pg_query(struct pgconn *c, const char *sql, int nparams, const char *const *params,
-	     int64_t timeout_ms, pg_query_cb cb, void *arg)
+int pg_query(struct pgconn *c, const char *sql, int nparams, const char *const *params, int64_t timeout_ms,
+	     pg_query_cb cb, void *arg)
 {
 	struct pg_query *q;
 
@@ -555,8 +557,8 @@ struct pg_sync *pg_sync_connect(const char *conninfo, const char *appname, char 
 	return s;
 }
 
-struct pg_result *pg_sync_query(struct pg_sync *s, const char *sql, int nparams,
-				const char *const *params, char *errbuf, size_t errlen)
+struct pg_result *pg_sync_query(struct pg_sync *s, const char *sql, int nparams, const char *const *params,
+				char *errbuf, size_t errlen)
 {
 	PGresult *r = PQexecParams(s->conn, sql, nparams, NULL, params, NULL, NULL, 0);
 

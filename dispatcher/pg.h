@@ -28,9 +28,8 @@ typedef void (*pg_query_cb)(void *arg, const struct pg_result *res, const char *
 /* Creates a connection object; connects at once and keeps reconnecting until
  * pg_close(). `conninfo` is a URL or key=value string (copied); `extra_options` is a
  * "-c name=value ..." string for the server's options (may be NULL). */
-struct pgconn *pg_new(struct event_base *base, const char *name, const char *conninfo,
-		      const char *extra_options, int64_t connect_timeout_ms, int64_t reconnect_max_ms,
-		      const struct pg_callbacks *cb, void *arg);
+struct pgconn *pg_new(struct event_base *base, const char *name, const char *conninfo, const char *extra_options,
+		      int64_t connect_timeout_ms, int64_t reconnect_max_ms, const struct pg_callbacks *cb, void *arg);
 
 /* Closes the connection and frees it; queued queries are dropped without their callbacks
  * (no callback of c runs once pg_close is called). NULL is fine. */
@@ -45,8 +44,8 @@ void pg_reset(struct pgconn *c, const char *reason);
 /* Queues a query with text parameters (NULL for SQL NULL). Returns 0, or -1 when the
  * connection is not ready (the callback is then not called). The query gives up after
  * `timeout_ms` (0 = none) by resetting the connection. */
-int pg_query(struct pgconn *c, const char *sql, int nparams, const char *const *params,
-	     int64_t timeout_ms, pg_query_cb cb, void *arg) __attribute__((warn_unused_result));
+int pg_query(struct pgconn *c, const char *sql, int nparams, const char *const *params, int64_t timeout_ms,
+	     pg_query_cb cb, void *arg) __attribute__((warn_unused_result));
 
 /* Result accessors. */
 int pg_result_ok(const struct pg_result *r);            /* command or tuples OK */
@@ -64,8 +63,8 @@ struct pg_sync;
 struct pg_sync *pg_sync_connect(const char *conninfo, const char *appname, char *errbuf, size_t errlen);
 /* Runs sql with params; returns a result to free with pg_sync_free_result(), or NULL
  * with the error in errbuf. */
-struct pg_result *pg_sync_query(struct pg_sync *s, const char *sql, int nparams,
-				const char *const *params, char *errbuf, size_t errlen);
+struct pg_result *pg_sync_query(struct pg_sync *s, const char *sql, int nparams, const char *const *params,
+				char *errbuf, size_t errlen);
 void pg_sync_free_result(struct pg_result *r);
 void pg_sync_close(struct pg_sync *s);
 

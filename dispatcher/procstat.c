@@ -33,9 +33,8 @@ static ssize_t read_small(const char *path, char *dst, size_t dstlen)
 	return got > 0 ? (ssize_t)got : -1;
 }
 
-int procstat_parse_stat(const char *text, unsigned long long *cpu_ticks,
-			unsigned long long *start_ticks, unsigned long long *vsize,
-			long long *rss_pages)
+int procstat_parse_stat(const char *text, unsigned long long *cpu_ticks, unsigned long long *start_ticks,
+			unsigned long long *vsize, long long *rss_pages)
 {
 	/* The command name is the only field that can hold spaces or ')', so fields are
 	 * counted from the last ')'. Field 3 (state) follows it. */
@@ -64,11 +63,21 @@ int procstat_parse_stat(const char *text, unsigned long long *cpu_ticks,
 			if (end == p || errno != 0 || (*end != ' ' && *end != '\n' && *end != '\0'))
 				return -1;
 			switch (field) {
-			case 14: utime = u; break;
-			case 15: stime = u; break;
-			case 22: *start_ticks = u; break;
-			case 23: *vsize = u; break;
-			default: *rss_pages = s; break;
+			case 14:
+				utime = u;
+				break;
+			case 15:
+				stime = u;
+				break;
+			case 22:
+				*start_ticks = u;
+				break;
+			case 23:
+				*vsize = u;
+				break;
+			default:
+				*rss_pages = s;
+				break;
 			}
 			seen++;
 			p = end;

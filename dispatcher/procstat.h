@@ -38,9 +38,8 @@ int procstat_read(struct procstat *out);
  * parentheses). Sets CPU ticks (utime + stime), start time in ticks since boot,
  * vsize in bytes and rss in pages. Returns 0, or -1 when the text is malformed.
  */
-int procstat_parse_stat(const char *text, unsigned long long *cpu_ticks,
-			unsigned long long *start_ticks, unsigned long long *vsize,
-			long long *rss_pages);
+int procstat_parse_stat(const char *text, unsigned long long *cpu_ticks, unsigned long long *start_ticks,
+			unsigned long long *vsize, long long *rss_pages);
 
 /* Finds the "btime" line of /proc/stat text. Returns 0 and sets *btime (seconds since
  * the epoch), or -1 when absent. */

@@ -29,8 +29,8 @@ static void apply_rate(struct dispatcher *d)
 
 static void apply_breaker(struct dispatcher *d)
 {
-	breaker_set_limits(&d->breaker, (unsigned)d->cfg->smtp_breaker_threshold, (uint64_t)d->cfg->smtp_breaker_open_ms,
-			   (uint64_t)d->cfg->smtp_breaker_open_ms * 8);
+	breaker_set_limits(&d->breaker, (unsigned)d->cfg->smtp_breaker_threshold,
+			   (uint64_t)d->cfg->smtp_breaker_open_ms, (uint64_t)d->cfg->smtp_breaker_open_ms * 8);
 }
 
 static const struct reload_effect {
@@ -62,7 +62,8 @@ static void on_key_changed(void *arg, const char *path, int applied)
 	log_info("configuration key applied", "skey", path, NULL);
 	for (size_t i = 0; i < NEFFECTS; i++) {
 		size_t n = strlen(effects[i].key);
-		if (effects[i].key[n - 1] == '.' ? strncmp(path, effects[i].key, n) == 0 : strcmp(path, effects[i].key) == 0)
+		if (effects[i].key[n - 1] == '.' ? strncmp(path, effects[i].key, n) == 0
+						 : strcmp(path, effects[i].key) == 0)
 			run->due[i] = 1;
 	}
 }

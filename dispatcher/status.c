@@ -87,9 +87,9 @@ static void print_table(json_t *s, int mirror_on, int retention_on)
 	print_retention(json_object_get(s, "retention"), json_string_value(json_object_get(s, "layout")), retention_on);
 	if (json_array_size(f) > 0) {
 		printf("recent failures:\n");
-		json_array_foreach(f, i, v)
-		{
-			printf("  #%-8lld %-6s smtp %3lld  %s\n", (long long)json_integer_value(json_object_get(v, "id")),
+		json_array_foreach (f, i, v) {
+			printf("  #%-8lld %-6s smtp %3lld  %s\n",
+			       (long long)json_integer_value(json_object_get(v, "id")),
 			       json_string_value(json_object_get(v, "state")),
 			       (long long)json_integer_value(json_object_get(v, "last_smtp_code")),
 			       json_string_value(json_object_get(v, "last_error")) ?: "");
@@ -123,8 +123,8 @@ static json_t *check_thresholds(const struct config *cfg, json_t *s)
 	json_t *problems = json_array();
 
 	if (oldest * 1000 > (double)cfg->status_max_oldest_pending_ms)
-		problem(problems, "oldest due pending message is %.1f s old (status.max_oldest_pending %.1f s)",
-			oldest, (double)cfg->status_max_oldest_pending_ms / 1000);
+		problem(problems, "oldest due pending message is %.1f s old (status.max_oldest_pending %.1f s)", oldest,
+			(double)cfg->status_max_oldest_pending_ms / 1000);
 	if (failed > (double)cfg->status_max_failed_last_hour)
 		problem(problems, "%.0f messages failed or dead in the last hour (status.max_failed_last_hour %lld)",
 			failed, (long long)cfg->status_max_failed_last_hour);

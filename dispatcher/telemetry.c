@@ -22,12 +22,12 @@ struct telemetry {
 	struct metrics *reg;
 	struct outboxd_metrics *om;
 	struct http_server *http;
-	struct console *console;  /* the web console on the HTTP port, or NULL */
-	json_t *figures;          /* the last queue figures read (STATS_SQL), or NULL */
-	double figures_at;        /* when, CLOCK_MONOTONIC seconds */
+	struct console *console; /* the web console on the HTTP port, or NULL */
+	json_t *figures;         /* the last queue figures read (STATS_SQL), or NULL */
+	double figures_at;       /* when, CLOCK_MONOTONIC seconds */
 	struct pgconn *work;
 	const struct breaker *smtp_breaker;
-	enum breaker_state last_smtp;  /* last state reported per sink, to count transitions */
+	enum breaker_state last_smtp; /* last state reported per sink, to count transitions */
 	enum breaker_state last_kafka;
 	int stats_running;
 	long schema_version; /* applied in the database; -1 unknown */
@@ -64,7 +64,8 @@ static int ready_cb(void *arg, char *reason, size_t len)
 		return 0;
 	}
 	if (t->schema_version < OUTBOXD_SCHEMA_VERSION) {
-		snprintf(reason, len, "migrations not current: database at %ld, this build needs %d (run outboxd migrate)",
+		snprintf(reason, len,
+			 "migrations not current: database at %ld, this build needs %d (run outboxd migrate)",
 			 t->schema_version, OUTBOXD_SCHEMA_VERSION);
 		return 0;
 	}
@@ -75,8 +76,8 @@ static int ready_cb(void *arg, char *reason, size_t len)
 	return 1;
 }
 
-struct telemetry *telemetry_new(struct event_base *base, const struct config *cfg,
-				const struct breaker *smtp_breaker, char *errbuf, size_t errlen)
+struct telemetry *telemetry_new(struct event_base *base, const struct config *cfg, const struct breaker *smtp_breaker,
+				char *errbuf, size_t errlen)
 {
 	struct telemetry *t = calloc(1, sizeof(*t));
 
@@ -212,8 +213,7 @@ void telemetry_breaker(struct telemetry *t, const char *sink, enum breaker_state
 	metrics_set(c, v);
 	if (s == *last)
 		return;
-	metrics_inc(metrics_child(t->om->breaker_transitions, kafka ? "kafka" : "smtp", breaker_state_name(s),
-				  NULL));
+	metrics_inc(metrics_child(t->om->breaker_transitions, kafka ? "kafka" : "smtp", breaker_state_name(s), NULL));
 	log_warn("circuit breaker", "ssink", kafka ? "kafka" : "smtp", "sfrom", breaker_state_name(*last), "sto",
 		 breaker_state_name(s), NULL);
 	*last = s;
@@ -279,8 +279,7 @@ static void apply_stats(struct telemetry *t, json_t *o)
 	metrics_set(om->kafka_lag_rows, json_number_value(json_object_get(o, "lag_rows")));
 	metrics_set(om->kafka_lag_seconds, json_number_value(json_object_get(o, "lag_seconds")));
 	metrics_set(om->oldest_xact_age, json_number_value(json_object_get(o, "xact_age")));
-	json_array_foreach(tables, i, v)
-	{
+	json_array_foreach (tables, i, v) {
 		const char *name = json_string_value(json_object_get(v, "t"));
 		if (name == NULL)
 			continue;

@@ -16,8 +16,8 @@ struct telemetry;
 
 /* Creates the registry and starts the HTTP server on http.listen ("" = no server).
  * Returns NULL with errbuf set (for example when the port is taken). */
-struct telemetry *telemetry_new(struct event_base *base, const struct config *cfg,
-				const struct breaker *smtp_breaker, char *errbuf, size_t errlen);
+struct telemetry *telemetry_new(struct event_base *base, const struct config *cfg, const struct breaker *smtp_breaker,
+				char *errbuf, size_t errlen);
 /* Gives the connection used to read queue figures and readiness (schema version). */
 void telemetry_attach(struct telemetry *t, struct pgconn *work);
 void telemetry_free(struct telemetry *t);

@@ -18,6 +18,7 @@ PKGS+=()  # drills, image, manifests, audit
 PKGS+=(chromium chromium-driver python3-selenium)  # console and browser tests
 PKGS+=()  # retention and volume
 PKGS+=(libssl-dev)  # native SMTP engine: OpenSSL through libevent_openssl
+PKGS+=( clang-format cppcheck )  # style checks
 
 missing=()
 for p in "${PKGS[@]}"; do

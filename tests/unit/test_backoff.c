@@ -28,8 +28,8 @@ static void test_ceiling_table(void)
 
 	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		uint64_t got = backoff_ceiling_ms(rows[i].attempt, rows[i].base, rows[i].cap);
-		CHECK(got == rows[i].want, "row %zu: got %llu want %llu", i,
-		      (unsigned long long)got, (unsigned long long)rows[i].want);
+		CHECK(got == rows[i].want, "row %zu: got %llu want %llu", i, (unsigned long long)got,
+		      (unsigned long long)rows[i].want);
 	}
 }
 

@@ -39,8 +39,7 @@ static void run_script(const char *name, struct breaker *b, const struct step *s
 		switch (s[i].act) {
 		case ALLOW:
 			got = breaker_allow(b, s[i].t);
-			CHECK(got == s[i].want_allow, "%s step %zu: allow=%d want %d", name, i, got,
-			      s[i].want_allow);
+			CHECK(got == s[i].want_allow, "%s step %zu: allow=%d want %d", name, i, got, s[i].want_allow);
 			break;
 		case OK:
 			breaker_success(b, s[i].t);

@@ -576,10 +576,12 @@ static void test_reload_table(void)
 	CHECK_INT(load_text(&fresh,
 			    "log:\n  level: debug\nsmtp:\n  pool_size: 8\n  rate_limit: 10\n  from: a@x.org\n"
 			    "dispatcher:\n  poll_interval: 250ms\n",
-			    &errs), 0);
+			    &errs),
+		  0);
 	free(errs);
 	CHECK_INT(config_reload(&run, &fresh, note_key, &seen), 4);
-	CHECK_STR(seen.text, "dispatcher.poll_interval=applied smtp.from=restart smtp.pool_size=restart log.level=applied");
+	CHECK_STR(seen.text,
+		  "dispatcher.poll_interval=applied smtp.from=restart smtp.pool_size=restart log.level=applied");
 	CHECK_STR(run.log_level, "debug");
 	CHECK_STR(fresh.log_level, "info"); /* the old value, freed with fresh */
 	CHECK_INT(run.poll_interval_ms, 250);

@@ -96,7 +96,7 @@ static void fetch_raw(const char *raw, struct resp *r)
 	struct fetch f;
 	struct bufferevent *bev;
 	struct event *t;
-	struct timeval tv = {5, 0};
+	struct timeval tv = { 5, 0 };
 	char *sep;
 
 	memset(r, 0, sizeof(*r));
@@ -137,8 +137,7 @@ static void fetch(const char *method, const char *path, struct resp *r)
 {
 	char req[512];
 
-	snprintf(req, sizeof(req), "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", method,
-		 path);
+	snprintf(req, sizeof(req), "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", method, path);
 	fetch_raw(req, r);
 }
 
@@ -270,8 +269,7 @@ static void test_metrics_endpoint(struct metrics *reg, struct metrics_child *hit
 	want = metrics_render(reg);
 	fetch("GET", "/metrics", &r);
 	CHECK_INT(r.status, 200);
-	CHECK_STR(header(&r, "Content-Type", h, sizeof(h)),
-		  "text/plain; version=0.0.4; charset=utf-8");
+	CHECK_STR(header(&r, "Content-Type", h, sizeof(h)), "text/plain; version=0.0.4; charset=utf-8");
 	CHECK_STR(r.body, want);
 	CHECK(r.body && strstr(r.body, "test_hits_total 1\n"), "counter in body");
 	snprintf(want, strlen(want) + 1, "%zu", r.body_len);
@@ -290,11 +288,10 @@ static void test_errors(void)
 		const char *method, *path;
 		int status;
 	} cases[] = {
-		{"GET", "/", 404},           {"GET", "/nope", 404},
-		{"GET", "/health/", 404},    {"GET", "/metricsx", 404},
-		{"DELETE", "/nope", 404},    {"POST", "/metrics", 405},
-		{"PUT", "/health", 405},     {"PATCH", "/health/ready", 405},
-		{"OPTIONS", "/metrics", 405}, {"DELETE", "/health", 405},
+		{ "GET", "/", 404 },          { "GET", "/nope", 404 },           { "GET", "/health/", 404 },
+		{ "GET", "/metricsx", 404 },  { "DELETE", "/nope", 404 },        { "POST", "/metrics", 405 },
+		{ "PUT", "/health", 405 },    { "PATCH", "/health/ready", 405 }, { "OPTIONS", "/metrics", 405 },
+		{ "DELETE", "/health", 405 },
 	};
 	struct resp r;
 	char h[256];
@@ -302,8 +299,8 @@ static void test_errors(void)
 
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		fetch(cases[i].method, cases[i].path, &r);
-		CHECK(r.status == cases[i].status, "%s %s: got %d want %d", cases[i].method,
-		      cases[i].path, r.status, cases[i].status);
+		CHECK(r.status == cases[i].status, "%s %s: got %d want %d", cases[i].method, cases[i].path, r.status,
+		      cases[i].status);
 		if (cases[i].status == 405)
 			CHECK_STR(header(&r, "Allow", h, sizeof(h)), "GET, HEAD");
 		resp_free(&r);
@@ -342,8 +339,8 @@ static void test_keepalive(void)
 		  "GET /health/ready HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
 		  &r);
 	CHECK_INT(r.status, 200);
-	CHECK(r.body && strstr(r.body, "{\"status\":\"ready\"}") != NULL,
-	      "second response on the same connection: %s", r.body ? r.body : "");
+	CHECK(r.body && strstr(r.body, "{\"status\":\"ready\"}") != NULL, "second response on the same connection: %s",
+	      r.body ? r.body : "");
 	resp_free(&r);
 
 	/* A HEAD response must carry no body bytes, or the next response is corrupted. */
@@ -360,8 +357,10 @@ static void test_keepalive(void)
 static void test_bind_errors(void)
 {
 	static const char *const bad[] = {
-		"127.0.0.1", "127.0.0.1:", "127.0.0.1:70000", "127.0.0.1:-1", "127.0.0.1:80x",
-		":9187", "example.invalid:80", "[::1", "", "192.0.2.1:0",
+		"127.0.0.1",          "127.0.0.1:",    "127.0.0.1:70000",
+		"127.0.0.1:-1",       "127.0.0.1:80x", ":9187",
+		"example.invalid:80", "[::1",          "",
+		"192.0.2.1:0",
 	};
 	char err[256], addr[64];
 	struct http_server *s;
@@ -398,7 +397,7 @@ int main(void)
 {
 	struct metrics *reg = metrics_new();
 	struct metrics_family *f = metrics_counter_new(reg, "test_hits_total", "Hits.", NULL);
-	struct ready_state st = {1, NULL, 0};
+	struct ready_state st = { 1, NULL, 0 };
 	struct http_server *srv;
 	char err[256] = "";
 

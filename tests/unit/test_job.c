@@ -26,14 +26,14 @@ static const struct {
 } pick_cases[] = {
 	{ "{a@x}", "{}", "{}", "{}", "to:a@x" },
 	{ "{a@x,b@x}", "{c@x}", "{d@x}", "{}", "to:a@x to:b@x cc:c@x bcc:d@x" },
-	{ "{a@x}", "{a@x}", "{a@x}", "{}", "to:a@x" },                /* one copy per address */
+	{ "{a@x}", "{a@x}", "{a@x}", "{}", "to:a@x" }, /* one copy per address */
 	{ "{a@x,a@x}", "{}", "{}", "{}", "to:a@x" },
 	{ "{a@x}", "{b@x,a@x}", "{b@x}", "{}", "to:a@x cc:b@x" },
-	{ "{a@x,b@x}", "{c@x}", "{}", "{b@x}", "to:a@x cc:c@x" },     /* done earlier */
-	{ "{a@x}", "{}", "{}", "{a@x}", "" },                          /* all done */
-	{ "{NULL,a@x}", "{NULL}", "{}", "{NULL}", "to:a@x" },          /* SQL NULLs */
+	{ "{a@x,b@x}", "{c@x}", "{}", "{b@x}", "to:a@x cc:c@x" }, /* done earlier */
+	{ "{a@x}", "{}", "{}", "{a@x}", "" },                     /* all done */
+	{ "{NULL,a@x}", "{NULL}", "{}", "{NULL}", "to:a@x" },     /* SQL NULLs */
 	{ "{}", "{}", "{z@x}", "{}", "bcc:z@x" },
-	{ "{A@x}", "{a@x}", "{}", "{}", "to:A@x cc:a@x" },             /* exact match only */
+	{ "{A@x}", "{a@x}", "{}", "{}", "to:A@x cc:a@x" }, /* exact match only */
 };
 
 static void test_pick(void)
@@ -45,7 +45,8 @@ static void test_pick(void)
 		size_t n, len = 0;
 
 		CHECK(pgarray_parse(pick_cases[c].to, &to) == 0 && pgarray_parse(pick_cases[c].cc, &cc) == 0 &&
-			      pgarray_parse(pick_cases[c].bcc, &bcc) == 0 && pgarray_parse(pick_cases[c].done, &done) == 0,
+			      pgarray_parse(pick_cases[c].bcc, &bcc) == 0 &&
+			      pgarray_parse(pick_cases[c].done, &done) == 0,
 		      "case %zu: parse", c);
 		n = job_pick_recipients(&to, &cc, &bcc, &done, out);
 		for (size_t i = 0; i < n; i++)
@@ -62,12 +63,30 @@ static void test_pick(void)
 
 /* ---- verdict ------------------------------------------------------------------------- */
 
-#define OK250 { RCPT_SENT, 250, "250 ok", 1, 0 }
-#define PERM550 { RCPT_FAILED, 550, "550 no such user", 1, 0 }
-#define TEMP451 { RCPT_PENDING, 451, "451 try later", 1, 0 }
-#define LOST { RCPT_PENDING, 0, "connection lost", 1, 1 }
-#define NOTSENT { RCPT_PENDING, 0, "not attempted", 0, 0 }
-#define CONFIG { RCPT_PENDING, 535, "535 auth", 0, 0 }
+#define OK250                                                                                                          \
+	{                                                                                                              \
+		RCPT_SENT, 250, "250 ok", 1, 0                                                                         \
+	}
+#define PERM550                                                                                                        \
+	{                                                                                                              \
+		RCPT_FAILED, 550, "550 no such user", 1, 0                                                             \
+	}
+#define TEMP451                                                                                                        \
+	{                                                                                                              \
+		RCPT_PENDING, 451, "451 try later", 1, 0                                                               \
+	}
+#define LOST                                                                                                           \
+	{                                                                                                              \
+		RCPT_PENDING, 0, "connection lost", 1, 1                                                               \
+	}
+#define NOTSENT                                                                                                        \
+	{                                                                                                              \
+		RCPT_PENDING, 0, "not attempted", 0, 0                                                                 \
+	}
+#define CONFIG                                                                                                         \
+	{                                                                                                              \
+		RCPT_PENDING, 535, "535 auth", 0, 0                                                                    \
+	}
 
 static const struct {
 	const char *name;
@@ -82,36 +101,122 @@ static const struct {
 	{ "one sent", 1, { OK250 }, 0, { 0 }, OUTCOME_SENT, OUTCOME_SENT, 0, 250, "" },
 	{ "all sent", 3, { OK250, OK250, OK250 }, 0, { 0 }, OUTCOME_SENT, OUTCOME_SENT, 0, 250, "" },
 	{ "one refused", 1, { PERM550 }, 0, { 0 }, OUTCOME_FAILED, OUTCOME_FAILED, 0, 550, "550 no such user" },
-	{ "refused without text", 1, { { RCPT_FAILED, 554, NULL, 1, 0 } }, 0, { 0 }, OUTCOME_FAILED,
-	  OUTCOME_FAILED, 0, 554, "refused" },
-	{ "some refused", 3, { OK250, PERM550, OK250 }, 0, { 0 }, OUTCOME_FAILED, OUTCOME_FAILED, 0, 550,
+	{ "refused without text",
+	  1,
+	  { { RCPT_FAILED, 554, NULL, 1, 0 } },
+	  0,
+	  { 0 },
+	  OUTCOME_FAILED,
+	  OUTCOME_FAILED,
+	  0,
+	  554,
+	  "refused" },
+	{ "some refused",
+	  3,
+	  { OK250, PERM550, OK250 },
+	  0,
+	  { 0 },
+	  OUTCOME_FAILED,
+	  OUTCOME_FAILED,
+	  0,
+	  550,
 	  "1 of 3 recipients refused: 550 no such user" },
 	{ "temporary", 2, { OK250, TEMP451 }, 0, { 0 }, OUTCOME_RETRY, OUTCOME_RETRY, 0, 451, "451 try later" },
-	{ "temporary beats refusal", 2, { PERM550, TEMP451 }, 0, { 0 }, OUTCOME_RETRY, OUTCOME_RETRY, 0, 451,
+	{ "temporary beats refusal",
+	  2,
+	  { PERM550, TEMP451 },
+	  0,
+	  { 0 },
+	  OUTCOME_RETRY,
+	  OUTCOME_RETRY,
+	  0,
+	  451,
 	  "451 try later" },
-	{ "lost after DATA", 1, { LOST }, 0, { 0 }, OUTCOME_RETRY, OUTCOME_UNKNOWN, 1, 0,
+	{ "lost after DATA",
+	  1,
+	  { LOST },
+	  0,
+	  { 0 },
+	  OUTCOME_RETRY,
+	  OUTCOME_UNKNOWN,
+	  1,
+	  0,
 	  "connection lost (outcome unknown: the relay may have accepted it)" },
-	{ "nothing reached the relay", 2, { NOTSENT, NOTSENT }, 0, { 0 }, OUTCOME_RELEASED, OUTCOME_RELEASED, 0,
-	  0, "" },
+	{ "nothing reached the relay", 2, { NOTSENT, NOTSENT }, 0, { 0 }, OUTCOME_RELEASED, OUTCOME_RELEASED, 0, 0, "" },
 	{ "configuration refused", 1, { CONFIG }, 0, { 0 }, OUTCOME_RELEASED, OUTCOME_RELEASED, 0, 0, "" },
-	{ "one sent, one not attempted", 2, { OK250, NOTSENT }, 0, { 0 }, OUTCOME_RETRY, OUTCOME_RETRY, 0, 0,
+	{ "one sent, one not attempted",
+	  2,
+	  { OK250, NOTSENT },
+	  0,
+	  { 0 },
+	  OUTCOME_RETRY,
+	  OUTCOME_RETRY,
+	  0,
+	  0,
 	  "temporary failure" },
-	{ "refused, one not attempted", 2, { PERM550, NOTSENT }, 0, { 0 }, OUTCOME_RETRY, OUTCOME_RETRY, 0, 550,
+	{ "refused, one not attempted",
+	  2,
+	  { PERM550, NOTSENT },
+	  0,
+	  { 0 },
+	  OUTCOME_RETRY,
+	  OUTCOME_RETRY,
+	  0,
+	  550,
 	  "550 no such user" },
 	{ "none", 0, { { 0 } }, 0, { 0 }, OUTCOME_SENT, OUTCOME_SENT, 0, 250, "" },
 	/* one transaction: accepted recipients take the data phase's reply */
 	{ "data accepted", 2, { OK250, OK250 }, 1, OK250, OUTCOME_SENT, OUTCOME_SENT, 0, 250, "" },
-	{ "data refused", 2, { OK250, OK250 }, 1, { RCPT_FAILED, 554, "554 spam", 1, 0 }, OUTCOME_FAILED,
-	  OUTCOME_FAILED, 0, 554, "554 spam" },
-	{ "data refused, rcpt refused", 2, { PERM550, OK250 }, 1, { RCPT_FAILED, 554, "554 spam", 1, 0 },
-	  OUTCOME_FAILED, OUTCOME_FAILED, 0, 550, "550 no such user" },
-	{ "rcpt refused, data accepted", 2, { PERM550, OK250 }, 1, OK250, OUTCOME_FAILED, OUTCOME_FAILED, 0, 550,
+	{ "data refused",
+	  2,
+	  { OK250, OK250 },
+	  1,
+	  { RCPT_FAILED, 554, "554 spam", 1, 0 },
+	  OUTCOME_FAILED,
+	  OUTCOME_FAILED,
+	  0,
+	  554,
+	  "554 spam" },
+	{ "data refused, rcpt refused",
+	  2,
+	  { PERM550, OK250 },
+	  1,
+	  { RCPT_FAILED, 554, "554 spam", 1, 0 },
+	  OUTCOME_FAILED,
+	  OUTCOME_FAILED,
+	  0,
+	  550,
+	  "550 no such user" },
+	{ "rcpt refused, data accepted",
+	  2,
+	  { PERM550, OK250 },
+	  1,
+	  OK250,
+	  OUTCOME_FAILED,
+	  OUTCOME_FAILED,
+	  0,
+	  550,
 	  "1 of 2 recipients refused: 550 no such user" },
-	{ "data deferred", 2, { OK250, PERM550 }, 1, TEMP451, OUTCOME_RETRY, OUTCOME_RETRY, 0, 451,
-	  "451 try later" },
-	{ "lost at DATA", 1, { OK250 }, 1, LOST, OUTCOME_RETRY, OUTCOME_UNKNOWN, 1, 0,
+	{ "data deferred", 2, { OK250, PERM550 }, 1, TEMP451, OUTCOME_RETRY, OUTCOME_RETRY, 0, 451, "451 try later" },
+	{ "lost at DATA",
+	  1,
+	  { OK250 },
+	  1,
+	  LOST,
+	  OUTCOME_RETRY,
+	  OUTCOME_UNKNOWN,
+	  1,
+	  0,
 	  "connection lost (outcome unknown: the relay may have accepted it)" },
-	{ "rcpt deferred, data accepted", 2, { TEMP451, OK250 }, 1, OK250, OUTCOME_RETRY, OUTCOME_RETRY, 0, 451,
+	{ "rcpt deferred, data accepted",
+	  2,
+	  { TEMP451, OK250 },
+	  1,
+	  OK250,
+	  OUTCOME_RETRY,
+	  OUTCOME_RETRY,
+	  0,
+	  451,
 	  "451 try later" },
 };
 
@@ -151,7 +256,7 @@ static void test_claim(void)
 		int batch, max, in_flight, want;
 	} closed[] = {
 		{ 100, 1000, 0, 100 },  { 100, 1000, 900, 100 }, { 100, 1000, 950, 50 },
-		{ 100, 1000, 951, 0 },  /* less than half a batch of room: wait */
+		{ 100, 1000, 951, 0 }, /* less than half a batch of room: wait */
 		{ 100, 1000, 1000, 0 }, { 100, 1000, 1200, 0 },  { 100, 50, 0, 50 },
 		{ 100, 50, 24, 26 },    { 100, 50, 26, 0 },      { 1, 1, 0, 1 },
 		{ 1, 1, 1, 0 },         { 3, 10, 8, 2 },         { 3, 10, 9, 0 },
@@ -192,14 +297,12 @@ static void test_flush(void)
 		size_t waiting, in_flight;
 		int span, want;
 	} cases[] = {
-		{ 1, 10, 1, 500, 100, 0 },   /* backlog: wait for half a batch */
-		{ 1, 10, 49, 500, 100, 0 },
-		{ 1, 10, 50, 500, 100, 1 },  /* half a batch waiting: write */
-		{ 1, 10, 1, 49, 100, 1 },    /* few in flight: no more coming soon */
-		{ 1, 10, 1, 50, 100, 0 },
-		{ 1, 0, 1, 500, 100, 1 },    /* outcome_delay 0: always at once */
-		{ 0, 10, 1, 500, 100, 1 },   /* stopping: at once */
-		{ 1, 10, 0, 0, 1, 1 },       /* span 1: group of 0 */
+		{ 1, 10, 1, 500, 100, 0 },                              /* backlog: wait for half a batch */
+		{ 1, 10, 49, 500, 100, 0 }, { 1, 10, 50, 500, 100, 1 }, /* half a batch waiting: write */
+		{ 1, 10, 1, 49, 100, 1 },                               /* few in flight: no more coming soon */
+		{ 1, 10, 1, 50, 100, 0 },   { 1, 0, 1, 500, 100, 1 },   /* outcome_delay 0: always at once */
+		{ 0, 10, 1, 500, 100, 1 },                              /* stopping: at once */
+		{ 1, 10, 0, 0, 1, 1 },                                  /* span 1: group of 0 */
 	};
 
 	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++)
@@ -220,34 +323,118 @@ static void test_mirror_advance(void)
 		enum mirror_next next;
 	} cases[] = {
 		{ "empty read", { .rows = 0, .limit = 100, .cursor = 7, .max_id = 7 }, 7, 0, MIRROR_NEXT_IDLE },
-		{ "guard-only row", { .rows = 1, .limit = 100, .has_xmin = 1, .cursor = 7, .max_id = 7 }, 7, 1,
+		{ "guard-only row",
+		  { .rows = 1, .limit = 100, .has_xmin = 1, .cursor = 7, .max_id = 7 },
+		  7,
+		  1,
 		  MIRROR_NEXT_IDLE },
-		{ "some produced", { .rows = 3, .limit = 100, .produced = 3, .fresh = 3, .first_has_id = 1,
-				     .has_xmin = 1, .cursor = 7, .max_id = 10 }, 10, 1, MIRROR_NEXT_NOTHING },
+		{ "some produced",
+		  { .rows = 3,
+		    .limit = 100,
+		    .produced = 3,
+		    .fresh = 3,
+		    .first_has_id = 1,
+		    .has_xmin = 1,
+		    .cursor = 7,
+		    .max_id = 10 },
+		  10,
+		  1,
+		  MIRROR_NEXT_NOTHING },
 		{ "full read moves on",
-		  { .rows = 100, .limit = 100, .produced = 100, .fresh = 100, .first_has_id = 1, .has_xmin = 1,
-		    .cursor = 0, .max_id = 100 }, 100, 1, MIRROR_NEXT_READ },
+		  { .rows = 100,
+		    .limit = 100,
+		    .produced = 100,
+		    .fresh = 100,
+		    .first_has_id = 1,
+		    .has_xmin = 1,
+		    .cursor = 0,
+		    .max_id = 100 },
+		  100,
+		  1,
+		  MIRROR_NEXT_READ },
 		{ "full read of known rows: wait",
-		  { .rows = 100, .limit = 100, .first_has_id = 1, .has_xmin = 1, .behind = 0, .cursor = 100,
-		    .max_id = 100 }, 100, 1, MIRROR_NEXT_WAIT },
+		  { .rows = 100,
+		    .limit = 100,
+		    .first_has_id = 1,
+		    .has_xmin = 1,
+		    .behind = 0,
+		    .cursor = 100,
+		    .max_id = 100 },
+		  100,
+		  1,
+		  MIRROR_NEXT_WAIT },
 		{ "rows behind fill the read: keep the guard",
-		  { .rows = 100, .limit = 100, .behind = 100, .produced = 100, .fresh = 100, .first_has_id = 1,
-		    .has_xmin = 1, .cursor = 500, .max_id = 500 }, 500, 0, MIRROR_NEXT_READ },
+		  { .rows = 100,
+		    .limit = 100,
+		    .behind = 100,
+		    .produced = 100,
+		    .fresh = 100,
+		    .first_has_id = 1,
+		    .has_xmin = 1,
+		    .cursor = 500,
+		    .max_id = 500 },
+		  500,
+		  0,
+		  MIRROR_NEXT_READ },
 		{ "a row left over lowers the cursor",
-		  { .rows = 5, .limit = 100, .produced = 3, .skipped = 2, .fresh = 5, .first_has_id = 1,
-		    .has_xmin = 1, .cursor = 10, .max_id = 15, .first_unhandled = 12 }, 11, 1, MIRROR_NEXT_WAIT },
+		  { .rows = 5,
+		    .limit = 100,
+		    .produced = 3,
+		    .skipped = 2,
+		    .fresh = 5,
+		    .first_has_id = 1,
+		    .has_xmin = 1,
+		    .cursor = 10,
+		    .max_id = 15,
+		    .first_unhandled = 12 },
+		  11,
+		  1,
+		  MIRROR_NEXT_WAIT },
 		{ "left over behind the cursor",
-		  { .rows = 2, .limit = 100, .behind = 1, .skipped = 1, .fresh = 2, .first_has_id = 1,
-		    .has_xmin = 1, .cursor = 10, .max_id = 12, .first_unhandled = 4 }, 3, 1, MIRROR_NEXT_WAIT },
+		  { .rows = 2,
+		    .limit = 100,
+		    .behind = 1,
+		    .skipped = 1,
+		    .fresh = 2,
+		    .first_has_id = 1,
+		    .has_xmin = 1,
+		    .cursor = 10,
+		    .max_id = 12,
+		    .first_unhandled = 4 },
+		  3,
+		  1,
+		  MIRROR_NEXT_WAIT },
 		{ "stopped (queue full)",
-		  { .rows = 100, .limit = 100, .produced = 40, .fresh = 41, .stopped = 1, .first_has_id = 1,
-		    .has_xmin = 1, .cursor = 0, .max_id = 41, .first_unhandled = 41 }, 40, 1, MIRROR_NEXT_NOTHING },
+		  { .rows = 100,
+		    .limit = 100,
+		    .produced = 40,
+		    .fresh = 41,
+		    .stopped = 1,
+		    .first_has_id = 1,
+		    .has_xmin = 1,
+		    .cursor = 0,
+		    .max_id = 41,
+		    .first_unhandled = 41 },
+		  40,
+		  1,
+		  MIRROR_NEXT_NOTHING },
 		{ "all produced already (results unwritten)",
-		  { .rows = 3, .limit = 100, .first_has_id = 1, .has_xmin = 1, .cursor = 10, .max_id = 10 }, 10, 1,
+		  { .rows = 3, .limit = 100, .first_has_id = 1, .has_xmin = 1, .cursor = 10, .max_id = 10 },
+		  10,
+		  1,
 		  MIRROR_NEXT_IDLE },
 		{ "fresh but none produced or skipped",
-		  { .rows = 3, .limit = 100, .fresh = 1, .first_has_id = 1, .has_xmin = 1, .cursor = 10,
-		    .max_id = 12, .first_unhandled = 12 }, 11, 1, MIRROR_NEXT_NOTHING },
+		  { .rows = 3,
+		    .limit = 100,
+		    .fresh = 1,
+		    .first_has_id = 1,
+		    .has_xmin = 1,
+		    .cursor = 10,
+		    .max_id = 12,
+		    .first_unhandled = 12 },
+		  11,
+		  1,
+		  MIRROR_NEXT_NOTHING },
 	};
 
 	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {

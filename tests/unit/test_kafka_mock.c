@@ -81,8 +81,9 @@ static void run_for(struct event_base *base, uint64_t t)
 static struct kafka_pub *make_pub(struct event_base *base, struct seen *s, const char *timeout)
 {
 	static const char *const extra[] = { "test.mock.num.brokers", "3", "linger.ms", "5", NULL };
-	struct kafka_pub_opts o = { .brokers = "unused:9092", .compression = "lz4",
-				    .security_protocol = "plaintext", .extra = extra };
+	struct kafka_pub_opts o = {
+		.brokers = "unused:9092", .compression = "lz4", .security_protocol = "plaintext", .extra = extra
+	};
 	struct kafka_pub_callbacks cb = { on_delivery, on_recreated };
 	char err[256] = "";
 	struct kafka_pub *p;
@@ -108,8 +109,14 @@ static int produce(struct kafka_pub *p, const char *t, int64_t first, int n, int
 		char why[128];
 		snprintf(key, sizeof key, "k%d", (int)((first + i) % nkeys));
 		snprintf(id, sizeof id, "%lld", (long long)(first + i));
-		struct kafka_record r = { .id = first + i, .topic = t, .key = key, .key_len = strlen(key),
-					  .value = value, .value_len = vlen, .headers = h, .nheaders = 2 };
+		struct kafka_record r = { .id = first + i,
+					  .topic = t,
+					  .key = key,
+					  .key_len = strlen(key),
+					  .value = value,
+					  .value_len = vlen,
+					  .headers = h,
+					  .nheaders = 2 };
 		enum kafka_outcome o = kafka_pub_produce(p, &r, &err, why, sizeof why);
 		CHECK(o == KAFKA_OK, "produce %d: %s", i, why);
 		queued += o == KAFKA_OK;
@@ -166,8 +173,7 @@ static void test_request_errors_retried(struct event_base *base)
 	CHECK(mc != NULL, "mock cluster");
 	/* Produce is ApiKey 0: every one of these is retried inside librdkafka. */
 	rd_kafka_mock_push_request_errors(mc, 0, 6, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
-					  RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
-					  RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+					  RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
 					  RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
 					  RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
 					  RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT);

@@ -16,12 +16,12 @@ struct seen_series {
 };
 
 struct checker {
-	char fam[256];  /* family of the last # TYPE */
+	char fam[256]; /* family of the last # TYPE */
 	char type[16];
-	int have_help;  /* HELP seen for the current family */
+	int have_help; /* HELP seen for the current family */
 	char helped[64][256];
 	size_t nhelped;
-	char **series;  /* name{labels} already emitted */
+	char **series; /* name{labels} already emitted */
 	size_t nseries;
 	/* histogram state for the current label set */
 	double last_le;
@@ -65,8 +65,8 @@ static int parse_value(const char *s, double *v)
 		*v = NAN;
 		return 0;
 	}
-	if (*s == '\0' || strchr(s, ' ') != NULL || strncasecmp(s, "inf", 3) == 0 ||
-	    strncasecmp(s, "nan", 3) == 0 || strstr(s, "0x") != NULL)
+	if (*s == '\0' || strchr(s, ' ') != NULL || strncasecmp(s, "inf", 3) == 0 || strncasecmp(s, "nan", 3) == 0 ||
+	    strstr(s, "0x") != NULL)
 		return -1;
 	*v = strtod(s, &end);
 	return *end == '\0' ? 0 : -1;
@@ -119,8 +119,8 @@ static int check_sample(struct checker *k, const char *line)
 			if (strcmp(lname, "le") == 0) {
 				snprintf(le, sizeof(le), "%s", lval);
 			} else {
-				int w = snprintf(labels + ln, sizeof(labels) - ln, "%s%s=%s", ln ? "," : "",
-						 lname, lval);
+				int w = snprintf(labels + ln, sizeof(labels) - ln, "%s%s=%s", ln ? "," : "", lname,
+						 lval);
 				if (w < 0 || (size_t)w >= sizeof(labels) - ln)
 					return fail(k, "labels too long");
 				ln += (size_t)w;
@@ -146,8 +146,7 @@ static int check_sample(struct checker *k, const char *line)
 		const char *suf = name + fl;
 
 		if (strncmp(name, k->fam, fl) != 0 ||
-		    (strcmp(suf, "_bucket") != 0 && strcmp(suf, "_sum") != 0 &&
-		     strcmp(suf, "_count") != 0))
+		    (strcmp(suf, "_bucket") != 0 && strcmp(suf, "_sum") != 0 && strcmp(suf, "_count") != 0))
 			return fail(k, "sample %s outside histogram %s", name, k->fam);
 		if (strcmp(suf, "_bucket") == 0) {
 			double lev;
@@ -289,47 +288,42 @@ static double answer(void *arg)
 
 static void test_golden(void)
 {
-	static const double b[] = {0.1, 0.5, 1};
+	static const double b[] = { 0.1, 0.5, 1 };
 	struct metrics *reg = metrics_new();
 	struct metrics_family *req, *temp, *lat;
 	struct metrics_child *c;
 	double cb = 42.5;
 	char *out, err[512];
-	const char *want =
-		"# HELP app_requests_total Requests served.\\nSecond line with \\\\ backslash.\n"
-		"# TYPE app_requests_total counter\n"
-		"app_requests_total{method=\"GET\",path=\"/a\\\"b\\\\c\\nd\"} 3\n"
-		"app_requests_total{method=\"POST\",path=\"/\"} 0.25\n"
-		"# HELP app_temperature Current temperature.\n"
-		"# TYPE app_temperature gauge\n"
-		"app_temperature -1.5\n"
-		"# HELP app_latency_seconds Latency.\n"
-		"# TYPE app_latency_seconds histogram\n"
-		"app_latency_seconds_bucket{op=\"read\",le=\"0.1\"} 1\n"
-		"app_latency_seconds_bucket{op=\"read\",le=\"0.5\"} 2\n"
-		"app_latency_seconds_bucket{op=\"read\",le=\"1\"} 3\n"
-		"app_latency_seconds_bucket{op=\"read\",le=\"+Inf\"} 4\n"
-		"app_latency_seconds_sum{op=\"read\"} 3.5625\n"
-		"app_latency_seconds_count{op=\"read\"} 4\n"
-		"# HELP app_answer Computed at scrape.\n"
-		"# TYPE app_answer gauge\n"
-		"app_answer 42.5\n"
-		"# HELP app_unlabelled_total Starts at zero.\n"
-		"# TYPE app_unlabelled_total counter\n"
-		"app_unlabelled_total 0\n";
+	const char *want = "# HELP app_requests_total Requests served.\\nSecond line with \\\\ backslash.\n"
+			   "# TYPE app_requests_total counter\n"
+			   "app_requests_total{method=\"GET\",path=\"/a\\\"b\\\\c\\nd\"} 3\n"
+			   "app_requests_total{method=\"POST\",path=\"/\"} 0.25\n"
+			   "# HELP app_temperature Current temperature.\n"
+			   "# TYPE app_temperature gauge\n"
+			   "app_temperature -1.5\n"
+			   "# HELP app_latency_seconds Latency.\n"
+			   "# TYPE app_latency_seconds histogram\n"
+			   "app_latency_seconds_bucket{op=\"read\",le=\"0.1\"} 1\n"
+			   "app_latency_seconds_bucket{op=\"read\",le=\"0.5\"} 2\n"
+			   "app_latency_seconds_bucket{op=\"read\",le=\"1\"} 3\n"
+			   "app_latency_seconds_bucket{op=\"read\",le=\"+Inf\"} 4\n"
+			   "app_latency_seconds_sum{op=\"read\"} 3.5625\n"
+			   "app_latency_seconds_count{op=\"read\"} 4\n"
+			   "# HELP app_answer Computed at scrape.\n"
+			   "# TYPE app_answer gauge\n"
+			   "app_answer 42.5\n"
+			   "# HELP app_unlabelled_total Starts at zero.\n"
+			   "# TYPE app_unlabelled_total counter\n"
+			   "app_unlabelled_total 0\n";
 
-	req = metrics_counter_new(reg, "app_requests_total",
-				  "Requests served.\nSecond line with \\ backslash.", "method",
-				  "path", NULL);
+	req = metrics_counter_new(reg, "app_requests_total", "Requests served.\nSecond line with \\ backslash.",
+				  "method", "path", NULL);
 	temp = metrics_gauge_new(reg, "app_temperature", "Current temperature.", NULL);
 	lat = metrics_histogram_new(reg, "app_latency_seconds", "Latency.", b, 3, "op", NULL);
-	CHECK(metrics_gauge_new(reg, "app_empty", "No children yet.", "x", NULL) != NULL,
-	      "labelled gauge");
-	CHECK(metrics_callback_new(reg, METRICS_GAUGE, "app_answer", "Computed at scrape.", answer,
-				   &cb) != NULL,
+	CHECK(metrics_gauge_new(reg, "app_empty", "No children yet.", "x", NULL) != NULL, "labelled gauge");
+	CHECK(metrics_callback_new(reg, METRICS_GAUGE, "app_answer", "Computed at scrape.", answer, &cb) != NULL,
 	      "callback");
-	CHECK(metrics_counter_new(reg, "app_unlabelled_total", "Starts at zero.", NULL) != NULL,
-	      "unlabelled counter");
+	CHECK(metrics_counter_new(reg, "app_unlabelled_total", "Starts at zero.", NULL) != NULL, "unlabelled counter");
 	CHECK(req && temp && lat, "registration");
 
 	c = metrics_child(req, "GET", "/a\"b\\c\nd", NULL);
@@ -340,9 +334,9 @@ static void test_golden(void)
 	metrics_set(metrics_child(temp, NULL), -1.5);
 	c = metrics_child(lat, "read", NULL);
 	metrics_observe(c, 0.0625);
-	metrics_observe(c, 0.5);  /* exactly on a bound: counts in le="0.5" */
+	metrics_observe(c, 0.5); /* exactly on a bound: counts in le="0.5" */
 	metrics_observe(c, 1);
-	metrics_observe(c, 2);    /* above every bound: only +Inf */
+	metrics_observe(c, 2); /* above every bound: only +Inf */
 
 	out = metrics_render(reg);
 	CHECK_STR(out, want);
@@ -353,7 +347,7 @@ static void test_golden(void)
 
 static void test_histogram_math(void)
 {
-	static const double b[] = {1, 2, 5, INFINITY};
+	static const double b[] = { 1, 2, 5, INFINITY };
 	struct metrics *reg = metrics_new();
 	struct metrics_family *h = metrics_histogram_new(reg, "h", "h", b, 4, NULL);
 	struct metrics_child *c = metrics_child(h, NULL);
@@ -385,11 +379,20 @@ static void test_format_double(void)
 		double v;
 		const char *want;
 	} cases[] = {
-		{0, "0"},       {-0.0, "0"},         {1, "1"},
-		{-2, "-2"},     {0.1, "0.1"},        {0.005, "0.005"},
-		{2.5, "2.5"},   {1e-7, "1e-07"},     {1e20, "1e+20"},
-		{123456789012345.0, "123456789012345"}, {1.0 / 3, "0.3333333333333333"},
-		{INFINITY, "+Inf"}, {-INFINITY, "-Inf"}, {NAN, "NaN"},
+		{ 0, "0" },
+		{ -0.0, "0" },
+		{ 1, "1" },
+		{ -2, "-2" },
+		{ 0.1, "0.1" },
+		{ 0.005, "0.005" },
+		{ 2.5, "2.5" },
+		{ 1e-7, "1e-07" },
+		{ 1e20, "1e+20" },
+		{ 123456789012345.0, "123456789012345" },
+		{ 1.0 / 3, "0.3333333333333333" },
+		{ INFINITY, "+Inf" },
+		{ -INFINITY, "-Inf" },
+		{ NAN, "NaN" },
 	};
 	char buf[40];
 	size_t i;
@@ -410,9 +413,9 @@ static void test_format_double(void)
 
 static void test_registration_rules(void)
 {
-	static const double up[] = {1, 2}, down[] = {2, 1}, nan_b[] = {NAN};
-	const char *too_many[] = {"a", "b", "c", "d", "e", NULL};
-	const char *dup[] = {"a", "a", NULL};
+	static const double up[] = { 1, 2 }, down[] = { 2, 1 }, nan_b[] = { NAN };
+	const char *too_many[] = { "a", "b", "c", "d", "e", NULL };
+	const char *dup[] = { "a", "a", NULL };
 	struct metrics *reg = metrics_new();
 
 	CHECK(metrics_counter_new(reg, "no_suffix", "x", NULL) == NULL, "counter needs _total");
@@ -422,10 +425,8 @@ static void test_registration_rules(void)
 	CHECK(metrics_gauge_new(reg, "ns:ok", "x", NULL) != NULL, "colon allowed in names");
 	CHECK(metrics_gauge_new(reg, "g1", "x", "a:b", NULL) == NULL, "colon not in labels");
 	CHECK(metrics_gauge_new(reg, "g2", "x", "__x", NULL) == NULL, "reserved label");
-	CHECK(metrics_family_new(reg, METRICS_GAUGE, "g3", "x", too_many, NULL, 0) == NULL,
-	      "too many labels");
-	CHECK(metrics_family_new(reg, METRICS_GAUGE, "g4", "x", dup, NULL, 0) == NULL,
-	      "repeated label");
+	CHECK(metrics_family_new(reg, METRICS_GAUGE, "g3", "x", too_many, NULL, 0) == NULL, "too many labels");
+	CHECK(metrics_family_new(reg, METRICS_GAUGE, "g4", "x", dup, NULL, 0) == NULL, "repeated label");
 	CHECK(metrics_histogram_new(reg, "h1", "x", up, 2, "le", NULL) == NULL, "le reserved");
 	CHECK(metrics_histogram_new(reg, "h2", "x", down, 2, NULL) == NULL, "decreasing");
 	CHECK(metrics_histogram_new(reg, "h3", "x", nan_b, 1, NULL) == NULL, "NaN bound");
@@ -433,12 +434,9 @@ static void test_registration_rules(void)
 	CHECK(metrics_gauge_new(reg, "h4", "x", NULL) == NULL, "duplicate name");
 	CHECK(metrics_gauge_new(reg, "h4_sum", "x", NULL) == NULL, "clashes with histogram sum");
 	CHECK(metrics_gauge_new(reg, "h5_count", "x", NULL) != NULL, "gauge h5_count");
-	CHECK(metrics_histogram_new(reg, "h5", "x", up, 2, NULL) == NULL,
-	      "histogram clashes with earlier gauge");
-	CHECK(metrics_histogram_new(reg, "h6", "x", NULL, 0, NULL) != NULL,
-	      "histogram with only +Inf");
-	CHECK(metrics_callback_new(reg, METRICS_HISTOGRAM, "cb", "x", answer, NULL) == NULL,
-	      "no histogram callbacks");
+	CHECK(metrics_histogram_new(reg, "h5", "x", up, 2, NULL) == NULL, "histogram clashes with earlier gauge");
+	CHECK(metrics_histogram_new(reg, "h6", "x", NULL, 0, NULL) != NULL, "histogram with only +Inf");
+	CHECK(metrics_callback_new(reg, METRICS_HISTOGRAM, "cb", "x", answer, NULL) == NULL, "no histogram callbacks");
 	metrics_free(reg);
 }
 
@@ -448,7 +446,7 @@ static void test_children_and_updates(void)
 	struct metrics_family *f = metrics_counter_new(reg, "c_total", "x", "a", "b", NULL);
 	struct metrics_family *g = metrics_gauge_new(reg, "g", "x", NULL);
 	struct metrics_child *c;
-	const char *vals[] = {"1", "2"};
+	const char *vals[] = { "1", "2" };
 
 	CHECK(metrics_child(f, "only-one", NULL) == NULL, "too few values");
 	CHECK(metrics_child(f, "1", "2", "3", NULL) == NULL, "too many values");
@@ -499,11 +497,10 @@ static double hook_value(void *arg)
 static void test_scrape_hooks(void)
 {
 	struct metrics *reg = metrics_new();
-	struct hook_state s = {0, 0};
+	struct hook_state s = { 0, 0 };
 	char *out;
 
-	CHECK(metrics_callback_new(reg, METRICS_COUNTER, "hooked_total", "x", hook_value, &s),
-	      "callback counter");
+	CHECK(metrics_callback_new(reg, METRICS_COUNTER, "hooked_total", "x", hook_value, &s), "callback counter");
 	CHECK(metrics_on_scrape(reg, hook, &s) == 0, "hook added");
 	out = metrics_render(reg);
 	CHECK(out && strstr(out, "hooked_total 10\n"), "hook runs before callbacks: %s", out ? out : "");
@@ -576,8 +573,7 @@ static void test_outboxd_families(void)
 	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		CHECK(out && strstr(out, names[i]) != NULL, "missing %s", names[i]);
 	CHECK(out && prom_check(out, err, sizeof(err)) == 0, "checker: %s", err);
-	CHECK(out && strstr(out, "outboxd_table_last_autovacuum") == NULL,
-	      "unset labelled family is omitted");
+	CHECK(out && strstr(out, "outboxd_table_last_autovacuum") == NULL, "unset labelled family is omitted");
 	free(out);
 	CHECK(outboxd_metrics_new(reg, "1.2.3") == NULL, "second registration refused");
 	outboxd_metrics_free(om);

@@ -159,8 +159,7 @@ static int ew_decode(const char *s, size_t n, struct buf *o)
 {
 	size_t i;
 
-	if (n < 12 || strncmp(s, "=?UTF-8?", 8) != 0 || s[9] != '?' || s[n - 2] != '?' ||
-	    s[n - 1] != '=')
+	if (n < 12 || strncmp(s, "=?UTF-8?", 8) != 0 || s[9] != '?' || s[n - 2] != '?' || s[n - 1] != '=')
 		return -1;
 	if (s[8] == 'B')
 		return b64_decode(s + 10, n - 12, o);
@@ -239,8 +238,8 @@ static void test_fixtures(void)
 	static const char *const one[] = { "alice@example.com" };
 	static const char *const utf8_to[] = { "Zoë Müller <zoe@example.de>", "bob@example.com" };
 	static const char *const many[] = {
-		"Alpha Person <alpha@example.com>",   "\"Beta, B.\" <beta@example.com>",
-		"gamma.longer.address@example.org",   "Delta <delta@example.net>",
+		"Alpha Person <alpha@example.com>",      "\"Beta, B.\" <beta@example.com>",
+		"gamma.longer.address@example.org",      "Delta <delta@example.net>",
 		"Epsilon Upsilon <epsilon@example.com>", "zeta@example.com",
 	};
 	static const char *const cc[] = { "Carol <carol@example.com>" };
@@ -550,8 +549,8 @@ static unsigned rn(unsigned n)
  * allow_nl, line breaks of every flavour. */
 static int gen_char(struct buf *b, int allow_nl, int allow_tab)
 {
-	static const char *const pool[] = { "é", "ü", "ß", "—", "€", "日", "本", "語", "😀", "𝄞",
-					     "=", "?", "_", "\"", "=?", ".", "From " };
+	static const char *const pool[] = { "é", "ü", "ß", "—", "€",  "日", "本", "語",   "😀",
+					    "𝄞", "=", "?", "_", "\"", "=?", ".",  "From " };
 	unsigned r = rn(100);
 
 	if (allow_nl && r < 6)
@@ -645,7 +644,8 @@ static size_t check_shape(const struct buf *out, int iter)
 	}
 	if (out->len < 2 || memcmp(out->data + out->len - 2, "\r\n", 2) != 0)
 		bad = bad ? bad : 6;
-	CHECK(bad == 0, "iter %d: shape rule %d broken near offset %zu: %.300s", iter, bad, i, out->data + (i > 200 ? i - 200 : 0));
+	CHECK(bad == 0, "iter %d: shape rule %d broken near offset %zu: %.300s", iter, bad, i,
+	      out->data + (i > 200 ? i - 200 : 0));
 	return bad ? 0 : body;
 }
 
@@ -713,8 +713,7 @@ static int multipart_roundtrip(const char *msg, const char *want)
 			return 0;
 		buf_init(&one);
 		ok = buf_append(&one, p + 2, (size_t)(next - p - 2)) == 0 &&
-		     strstr(one.data, part == 0 ? "text/plain" : "text/html") != NULL &&
-		     body_roundtrip(one.data, want);
+		     strstr(one.data, part == 0 ? "text/plain" : "text/html") != NULL && body_roundtrip(one.data, want);
 		buf_free(&one);
 		part++;
 		p = next;
@@ -749,16 +748,15 @@ static void test_property(void)
 		}
 		/* display names: printable, no quotes or angle brackets to keep parsing simple */
 		for (size_t i = 0; i < name.len; i++)
-			if (name.data[i] == '"' || name.data[i] == '<' || name.data[i] == '>' ||
-			    name.data[i] == '\\')
+			if (name.data[i] == '"' || name.data[i] == '<' || name.data[i] == '>' || name.data[i] == '\\')
 				name.data[i] = 'x';
 		while (name.len > 0 && name.data[name.len - 1] == ' ')
 			name.data[--name.len] = '\0';
 		while (name.len > 0 && name.data[0] == ' ')
 			memmove(name.data, name.data + 1, name.len--);
 		buf_reset(&to0);
-		if ((name.len ? buf_printf(&to0, "%s <rcpt%d@example.com>", name.data, iter) :
-				buf_printf(&to0, "rcpt%d@example.com", iter)) < 0)
+		if ((name.len ? buf_printf(&to0, "%s <rcpt%d@example.com>", name.data, iter)
+			      : buf_printf(&to0, "rcpt%d@example.com", iter)) < 0)
 			break;
 		to[0] = to0.data;
 		memset(&m, 0, sizeof(m));
@@ -799,8 +797,7 @@ static void test_property(void)
 			if (v.data && strstr(v.data, "=?UTF-8?")) {
 				seen_q |= strstr(v.data, "?Q?") != NULL;
 				seen_b |= strstr(v.data, "?B?") != NULL;
-				ok = words_decode(v.data, &dec) == 0 && dec.data &&
-				     strcmp(dec.data, subj.data) == 0;
+				ok = words_decode(v.data, &dec) == 0 && dec.data && strcmp(dec.data, subj.data) == 0;
 			} else {
 				ok = strcmp(v.data ? v.data : "", subj.data) == 0;
 			}
@@ -830,7 +827,7 @@ static void test_property(void)
 		}
 		if (ok) {
 			ok = m.body_text && m.body_html && body.len > 0 ? multipart_roundtrip(out.data, body.data)
-							 : body_roundtrip(out.data, body.data);
+									: body_roundtrip(out.data, body.data);
 			seen_b64 |= strstr(out.data, "Encoding: base64") != NULL;
 			seen_qp |= strstr(out.data, "Encoding: quoted-printable") != NULL;
 			seen_7 |= strstr(out.data, "Encoding: 7bit") != NULL;
@@ -841,8 +838,8 @@ static void test_property(void)
 			fails++;
 		CHECK(ok, "iter %d failed", iter);
 	}
-	CHECK(seen_b64 && seen_qp && seen_7, "encodings not all exercised: b64=%d qp=%d 7bit=%d",
-	      seen_b64, seen_qp, seen_7);
+	CHECK(seen_b64 && seen_qp && seen_7, "encodings not all exercised: b64=%d qp=%d 7bit=%d", seen_b64, seen_qp,
+	      seen_7);
 	CHECK(seen_multi, "multipart not exercised");
 	CHECK(seen_q && seen_b, "word encodings not all exercised: Q=%d B=%d", seen_q, seen_b);
 	buf_free(&subj);
@@ -898,8 +895,8 @@ static void test_words(void)
 static void test_garbage(void)
 {
 	static const char pool[] = "aZ9 \t<>\"\\,;:@.()[]=?_-\xc3\xa9\xe2\x80\x94\xff\r\n";
-	static const char *const safe[] = { "a", "Z", "9", " ", "\t", "<", ">", "\"", "\\", ",", ";",
-					    ":", "@", ".", "(", ")", "=?", "?=", "_", "é", "—", "😀" };
+	static const char *const safe[] = { "a", "Z", "9", " ", "\t", "<",  ">",  "\"", "\\", ",", ";",
+					    ":", "@", ".", "(", ")",  "=?", "?=", "_",  "é",  "—", "😀" };
 	struct buf f[4], out;
 	int iter, accepted = 0, k;
 

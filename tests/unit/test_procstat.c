@@ -10,9 +10,8 @@
 #include "testutil.h"
 
 /* A real line from a process called "a) b (c" so ')' and spaces appear in field 2. */
-static const char stat_weird[] =
-	"4242 (a) b (c) S 1 4242 4242 0 -1 4194560 1500 0 3 0 250 75 0 0 20 0 3 0 "
-	"123456 987654321 2048 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n";
+static const char stat_weird[] = "4242 (a) b (c) S 1 4242 4242 0 -1 4194560 1500 0 3 0 250 75 0 0 20 0 3 0 "
+				 "123456 987654321 2048 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n";
 
 static void test_parse_stat(void)
 {
@@ -27,8 +26,8 @@ static void test_parse_stat(void)
 
 	CHECK_INT(procstat_parse_stat("1 (x) S 1 2 3", &cpu, &start, &vsize, &rss), -1);
 	CHECK_INT(procstat_parse_stat("no parenthesis at all", &cpu, &start, &vsize, &rss), -1);
-	CHECK_INT(procstat_parse_stat("1 (x) S 1 1 1 0 -1 0 0 0 0 0 abc 1 0 0 20 0 1 0 5 6 7\n",
-				      &cpu, &start, &vsize, &rss),
+	CHECK_INT(procstat_parse_stat("1 (x) S 1 1 1 0 -1 0 0 0 0 0 abc 1 0 0 20 0 1 0 5 6 7\n", &cpu, &start, &vsize,
+				      &rss),
 		  -1);
 	CHECK_INT(procstat_parse_stat("", &cpu, &start, &vsize, &rss), -1);
 }
@@ -37,9 +36,7 @@ static void test_parse_btime(void)
 {
 	unsigned long long bt = 0;
 
-	CHECK_INT(procstat_parse_btime("cpu  1 2 3\nintr 5 6\nbtime 1700000000\nprocesses 9\n",
-				       &bt),
-		  0);
+	CHECK_INT(procstat_parse_btime("cpu  1 2 3\nintr 5 6\nbtime 1700000000\nprocesses 9\n", &bt), 0);
 	CHECK_INT(bt, 1700000000);
 	CHECK_INT(procstat_parse_btime("cpu 1\nxbtime 5\n", &bt), -1);
 	CHECK_INT(procstat_parse_btime("btime x\n", &bt), -1);
@@ -81,16 +78,14 @@ static void test_live(void)
 	CHECK(ps.max_fds >= ps.open_fds, "max fds %g", ps.max_fds);
 	CHECK(ps.cpu_seconds >= 0, "cpu %g", ps.cpu_seconds);
 	/* Started within the last hour and not in the future (1s of tick rounding). */
-	CHECK(ps.start_time_seconds <= (double)time(NULL) + 1 &&
-		      ps.start_time_seconds > (double)time(NULL) - 3600,
+	CHECK(ps.start_time_seconds <= (double)time(NULL) + 1 && ps.start_time_seconds > (double)time(NULL) - 3600,
 	      "start %f now %ld", ps.start_time_seconds, (long)time(NULL));
 
 	fd = open("/dev/null", O_RDONLY);
 	for (i = 0; i < 20000000; i++)
 		spin += (double)i;
 	CHECK_INT(procstat_read(&ps2), 0);
-	CHECK(ps2.open_fds == ps.open_fds + 1, "fd count follows open(): %g -> %g", ps.open_fds,
-	      ps2.open_fds);
+	CHECK(ps2.open_fds == ps.open_fds + 1, "fd count follows open(): %g -> %g", ps.open_fds, ps2.open_fds);
 	CHECK(ps2.cpu_seconds >= ps.cpu_seconds, "cpu monotonic");
 	CHECK(ps2.start_time_seconds == ps.start_time_seconds, "start time stable");
 	close(fd);

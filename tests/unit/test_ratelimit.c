@@ -55,7 +55,7 @@ static void test_wait_table(void)
 		unsigned burst;
 		uint64_t want_wait; /* after draining the bucket */
 	} rows[] = {
-		{ 1, 1, 1000 },  { 2, 1, 500 },    { 3, 1, 334 },  { 1000, 1, 1 },
+		{ 1, 1, 1000 },  { 2, 1, 500 },    { 3, 1, 334 },          { 1000, 1, 1 },
 		{ 5000, 10, 1 }, { 0.5, 1, 2000 }, { 0.0001, 1, 1000000 }, /* raised to 0.001/s */
 	};
 	size_t i;
@@ -70,8 +70,8 @@ static void test_wait_table(void)
 			CHECK_INT(ratelimit_take(&rl, 7), 1);
 		CHECK_INT(ratelimit_take(&rl, 7), 0);
 		w = ratelimit_wait_ms(&rl, 7);
-		CHECK(w == rows[i].want_wait, "row %zu: wait %llu want %llu", i,
-		      (unsigned long long)w, (unsigned long long)rows[i].want_wait);
+		CHECK(w == rows[i].want_wait, "row %zu: wait %llu want %llu", i, (unsigned long long)w,
+		      (unsigned long long)rows[i].want_wait);
 		CHECK(ratelimit_take(&rl, 7 + w) == 1, "row %zu: no token after the wait", i);
 	}
 }

@@ -8,25 +8,23 @@
 
 static int tu_passed, tu_failed;
 
-#define CHECK(cond, ...)                                                        \
-	do {                                                                    \
-		if (cond) {                                                     \
-			tu_passed++;                                            \
-		} else {                                                        \
-			tu_failed++;                                            \
-			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-			fprintf(stderr, __VA_ARGS__);                           \
-			fputc('\n', stderr);                                    \
-		}                                                               \
+#define CHECK(cond, ...)                                                                                               \
+	do {                                                                                                           \
+		if (cond) {                                                                                            \
+			tu_passed++;                                                                                   \
+		} else {                                                                                               \
+			tu_failed++;                                                                                   \
+			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                                \
+			fprintf(stderr, __VA_ARGS__);                                                                  \
+			fputc('\n', stderr);                                                                           \
+		}                                                                                                      \
 	} while (0)
 
-#define CHECK_STR(got, want)                                                   \
-	CHECK((got) != NULL && strcmp((got), (want)) == 0, "got \"%s\", want \"%s\"", \
-	      (got) ? (got) : "(null)", (want))
+#define CHECK_STR(got, want)                                                                                           \
+	CHECK((got) != NULL && strcmp((got), (want)) == 0, "got \"%s\", want \"%s\"", (got) ? (got) : "(null)", (want))
 
-#define CHECK_INT(got, want)                                                   \
-	CHECK((long long)(got) == (long long)(want), "got %lld, want %lld",     \
-	      (long long)(got), (long long)(want))
+#define CHECK_INT(got, want)                                                                                           \
+	CHECK((long long)(got) == (long long)(want), "got %lld, want %lld", (long long)(got), (long long)(want))
 
 static inline int test_summary(const char *name)
 {
