@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "relaytext.h"
+
 void smtp_reply_reset(struct smtp_reply *r)
 {
 	r->code = 0;
@@ -42,7 +44,7 @@ static size_t enhanced_len(const char *t, size_t n, int code)
 enum smtp_line_status smtp_reply_line(struct smtp_reply *r, const char *line, size_t len)
 {
 	int code;
-	size_t tl, el;
+	size_t el;
 	char sep;
 
 	if (len > 0 && line[len - 1] == '\r')
@@ -62,12 +64,7 @@ enum smtp_line_status smtp_reply_line(struct smtp_reply *r, const char *line, si
 		return SMTP_LINE_BAD;
 	r->code = code;
 	r->nlines++;
-	tl = len < sizeof(r->text) - 1 ? len : sizeof(r->text) - 1;
-	for (size_t i = 0; i < tl; i++) {
-		unsigned char c = (unsigned char)line[i];
-		r->text[i] = c >= 0x20 && c < 0x7f ? (char)c : '?';
-	}
-	r->text[tl] = '\0';
+	relay_text_clean(r->text, sizeof(r->text), line, len);
 	r->enhanced[0] = '\0';
 	if (len > 4) {
 		el = enhanced_len(line + 4, len - 4, code);

@@ -20,7 +20,8 @@ struct smtp_reply {
 	int nlines;                  /* lines taken so far */
 	char enhanced[16];           /* "5.1.1" from the last line, or "" */
 	char text[SMTP_TEXT_MAX];    /* last line as received ("550 5.1.1 User unknown"),
-					non-printable bytes replaced by '?' */
+					made safe by relay_text_clean() (control bytes and
+					invalid UTF-8 as \xNN) */
 };
 
 enum smtp_line_status {

@@ -70,7 +70,7 @@ static void test_replies(void)
 	/* control bytes never reach the logs */
 	smtp_reply_reset(&r);
 	CHECK(smtp_reply_line(&r, "550 a\033b\0c", 9) == SMTP_LINE_LAST, "binary text");
-	CHECK_STR(r.text, "550 a?b?c");
+	CHECK_STR(r.text, "550 a\\x1Bb\\x00c");
 }
 
 static void test_limits(void)
@@ -86,7 +86,7 @@ static void test_limits(void)
 	CHECK(smtp_reply_line(&r, big, SMTP_LINE_MAX + 1) == SMTP_LINE_BAD, "over-long line");
 	smtp_reply_reset(&r);
 	CHECK(smtp_reply_line(&r, big, SMTP_LINE_MAX) == SMTP_LINE_LAST, "longest line taken");
-	CHECK_INT(strlen(r.text), SMTP_TEXT_MAX - 1);
+	CHECK(strlen(r.text) <= SMTP_TEXT_MAX - 1 && strlen(r.text) >= SMTP_TEXT_MAX - 4, "cut at %zu", strlen(r.text));
 	free(big);
 	/* endless continuation lines end in an error, not a loop */
 	smtp_reply_reset(&r);
