@@ -59,6 +59,10 @@ BEGIN
     IF p_owner IS NULL OR p_owner = '' THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value', MESSAGE = 'outbox.set_idle: p_owner is required';
     END IF;
+    IF p_channel = 'outbox_messages' THEN
+        -- the claiming session: a dispatcher back from a reconnect says so at once
+        PERFORM outbox.note_session(p_owner);
+    END IF;
     IF p_idle THEN
         DELETE FROM outbox.dispatcher_idle d
          WHERE d.backend_pid IS NOT NULL

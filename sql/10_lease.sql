@@ -80,6 +80,85 @@ $fn$;
 COMMENT ON FUNCTION outbox.recover_leases(text, integer) IS
     'Internal: returns lost leases (expired, or all of one owner) to pending or dead; returns the count';
 
+-- Records that p_owner works from this session (a row per owner; written only when the
+-- session changed, so a busy dispatcher does not rewrite it). Called by claim, renew and
+-- set_idle: a dispatcher that reconnected says so on its first statement.
+CREATE OR REPLACE FUNCTION outbox.note_session(p_owner text)
+RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    me    record;
+    start timestamptz := (SELECT a.backend_start FROM pg_catalog.pg_stat_get_activity(pg_catalog.pg_backend_pid()) a);
+BEGIN
+    SELECT d.pid, d.backend_start, d.gone_since INTO me
+      FROM outbox.dispatcher_sessions d WHERE d.owner = p_owner;
+    IF FOUND AND me.pid = pg_catalog.pg_backend_pid() AND me.gone_since IS NULL
+       AND me.backend_start IS NOT DISTINCT FROM start THEN
+        RETURN;
+    END IF;
+    INSERT INTO outbox.dispatcher_sessions AS d (owner, pid, backend_start)
+    VALUES (p_owner, pg_catalog.pg_backend_pid(), start)
+    ON CONFLICT (owner) DO UPDATE
+       SET pid = excluded.pid, backend_start = excluded.backend_start, seen_at = now(), gone_since = NULL;
+END
+$fn$;
+COMMENT ON FUNCTION outbox.note_session(text) IS
+    'Internal: record the database session p_owner works from (crash rescue by session)';
+
+-- Crash rescue by session: records the session p_owner claims from (written only when it
+-- changed, so a busy claimer does not rewrite the row), marks other owners whose session has
+-- ended, and puts back the rows of owners gone for longer than settings.session_grace_seconds.
+-- A kill -9, an OOM kill or a lost host ends the session within seconds (the kernel closes
+-- the socket; keepalives for a vanished host), so their rows wait seconds, not the lease.
+-- A paused or partitioned dispatcher keeps its session and is caught by lease expiry.
+-- pg_stat_activity shows every backend's pid to any role; backend_start only to the same
+-- role or pg_read_all_stats, so it is compared when visible (guards against pid reuse).
+-- No advisory lock is involved: a producer cannot fake a dispatcher's liveness. Returns the
+-- number of rows rescued.
+CREATE OR REPLACE FUNCTION outbox.rescue_gone_sessions(p_owner text)
+RETURNS integer
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    grace  integer := (SELECT s.session_grace_seconds FROM outbox.settings s);
+    gone   text;
+    n      integer := 0;
+BEGIN
+    IF grace IS NULL OR grace = 0 THEN
+        RETURN 0;
+    END IF;
+    PERFORM outbox.note_session(p_owner);
+
+    -- backend activity is a snapshot per transaction: look at it as of now
+    PERFORM pg_catalog.pg_stat_clear_snapshot();
+    UPDATE outbox.dispatcher_sessions d SET gone_since = now()
+     WHERE d.gone_since IS NULL AND d.owner <> p_owner
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a
+                        WHERE a.pid = d.pid
+                          AND (a.backend_start IS NULL OR d.backend_start IS NULL
+                               OR a.backend_start = d.backend_start));
+
+    FOR gone IN
+        SELECT d.owner FROM outbox.dispatcher_sessions d
+         WHERE d.gone_since < now() - make_interval(secs => grace) AND d.owner <> p_owner
+         ORDER BY d.gone_since
+         LIMIT 100
+           FOR UPDATE SKIP LOCKED
+    LOOP
+        n := n + outbox.recover_leases(gone, NULL);
+        -- forget the owner once nothing of it is left (a row locked elsewhere keeps it)
+        DELETE FROM outbox.dispatcher_sessions d
+         WHERE d.owner = gone
+           AND NOT EXISTS (SELECT 1 FROM outbox.messages m
+                            WHERE m.state = 'sending' AND m.lease_owner = gone);
+    END LOOP;
+    RETURN n;
+END
+$fn$;
+COMMENT ON FUNCTION outbox.rescue_gone_sessions(text) IS
+    'Internal (claim): record p_owner''s session; return rows of owners whose session ended over session_grace_seconds ago';
+
 -- Claims up to p_limit due messages for p_owner with a lease of p_lease_seconds, after first
 -- rescuing up to 1000 expired leases. Rows are taken in priority DESC, next_attempt_at, id
 -- order with SKIP LOCKED, so concurrent dispatchers get disjoint sets. Each returned row has
@@ -101,6 +180,7 @@ BEGIN
             MESSAGE = 'outbox.claim: p_limit must be between 1 and 10000';
     END IF;
 
+    PERFORM outbox.rescue_gone_sessions(p_owner);
     PERFORM outbox.recover_leases(NULL, 1000);
 
     -- The locking SELECT sits in a MATERIALIZED CTE so it runs exactly once: the
@@ -168,6 +248,7 @@ DECLARE
 BEGIN
     PERFORM outbox.check_lease_args('renew', p_owner, coalesce(p_lease_seconds, 0));
     PERFORM outbox.check_attempts_arg('renew', p_ids, p_attempts);
+    PERFORM outbox.note_session(p_owner);
     UPDATE outbox.messages m
        SET lease_expires_at = now() + make_interval(secs => p_lease_seconds)
       FROM unnest(p_ids, p_attempts) AS x(id, attempt)

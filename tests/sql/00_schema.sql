@@ -6,7 +6,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 SELECT plan(176);
 
 SELECT has_schema('outbox');
-SELECT tables_are('outbox', ARRAY['messages', 'message_recipients', 'events', 'settings', 'dispatcher_idle',
+SELECT tables_are('outbox', ARRAY['messages', 'message_recipients', 'events', 'settings', 'dispatcher_idle', 'dispatcher_sessions',
                                   'retention_state', 'message_keys', 'retention_cleanup']
                   || CASE WHEN to_regclass('outbox.schema_migrations') IS NULL THEN '{}'::name[]
                           ELSE ARRAY['schema_migrations']::name[] END);
@@ -108,7 +108,7 @@ SELECT triggers_are('outbox', 'events', ARRAY['events_before_insert', 'events_be
 
 -- settings, dispatcher_idle
 SELECT columns_are('outbox', 'settings', ARRAY['id', 'message_id_domain', 'lifecycle_events', 'layout',
-                                               'partition_period']);
+                                               'partition_period', 'session_grace_seconds']);
 SELECT is((SELECT count(*)::int FROM outbox.settings), 1, 'settings is seeded with one row');
 SELECT is((SELECT message_id_domain FROM outbox.settings), 'outboxd.invalid', 'default Message-ID domain');
 SELECT is((SELECT lifecycle_events FROM outbox.settings), true, 'lifecycle events on by default');
