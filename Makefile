@@ -34,7 +34,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 
 .PHONY: all deps asan unit unit-bins unit-valgrind test test-asan install clean run help \
-        kafka-up kafka-down bench smoke load-test go-no-go
+        kafka-up kafka-down bench smoke load-test go-no-go test-faults
 
 all: $(BUILD)/outboxd
 
@@ -43,6 +43,7 @@ help:
 	@echo "make                 build $(BUILD)/outboxd"
 	@echo "make asan            build build-asan/outboxd with ASan+UBSan"
 	@echo "make test            every test: C unit, pgTAP, integration (installs deps, starts its own services)"
+	@echo "make test-faults     the fault suite: tests/integration/test_fault_*.py and the outage cases"
 	@echo "make test-asan       the dispatcher's integration suites against the ASan+UBSan build"
 	@echo "make format-check    C sources against .clang-format (make format rewrites them)"
 	@echo "make cppcheck        static analysis; suppressions in ops/scripts/cppcheck.sh"
@@ -87,6 +88,18 @@ test-asan: asan
 	OUTBOXD_BIN=$(CURDIR)/build-asan/outboxd OUTBOXD_SANITIZED=1 /usr/bin/python3 -m pytest \
 	    -p no:cacheprovider -q tests/integration/test_dispatcher.py \
 	    tests/integration/test_operate.py tests/integration/test_kafka_mirror.py
+
+# The fault suite: every tests/integration/test_fault_*.py (kill -9, PostgreSQL restart and
+# HA failover, Kafka cluster failover, leases...) plus the outage cases that live beside the
+# fixtures they need. Each case bounds its own waits; they also run in `make test`.
+FAULT_CASES = tests/integration/test_fault_*.py \
+    "tests/integration/test_operate.py::test_breaker_bounds_a_30s_relay_outage" \
+    "tests/integration/test_operate.py::test_breaker_with_relay_stopped_then_back" \
+    "tests/integration/test_kafka_mirror.py::test_broker_outage_loses_nothing_and_keeps_order" \
+    "tests/integration/test_kafka_mirror.py::test_leader_killed_standby_takes_over"
+test-faults: deps all
+	@bash ops/scripts/kafka.sh fetch || echo "make test-faults: the Kafka jars could not be fetched" >&2
+	/usr/bin/python3 -m pytest -p no:cacheprovider -q -ra $(FAULT_CASES)
 
 # C unit tests: pure logic, no database or network.
 unit: $(UNIT_BINS)

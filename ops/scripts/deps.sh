@@ -12,7 +12,7 @@ PKGS=(
   default-jre-headless maven
 )
 # Each area adds its own packages on its own line, so additions stay independent.
-PKGS+=()  # faults and failover
+PKGS+=(postgresql-15-auto-failover)  # faults and failover
 PKGS+=()  # go-live kit
 PKGS+=()  # drills, image, manifests, audit
 PKGS+=(chromium chromium-driver python3-selenium)  # console and browser tests
