@@ -97,6 +97,7 @@ void claim_on_event(evutil_socket_t fd, short what, void *arg)
 	p[1] = lim;
 	p[2] = lease;
 	if (pg_query(d->work, CLAIM_SQL, 3, p, d->cfg->database_statement_timeout_ms + 5000, on_claim_done, d) == 0) {
+		d->claim_sent_ms = clock_mono_ms();
 		d->claiming = 1;
 		d->claim_limit = limit;
 	}

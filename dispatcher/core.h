@@ -36,6 +36,8 @@ struct job {
 	struct rcpt_reply *reply; /* reply[i].text is owned */
 	size_t nrc;
 	size_t outstanding; /* transfers not yet reported */
+	uint64_t lease_until_ms; /* monotonic: when the lease as this process last confirmed it
+				    ends (from when the claim or renewal was sent); 0 = lost */
 };
 
 enum run_state { RUN_STARTING, RUN_RUNNING, RUN_DRAINING, RUN_DONE };
@@ -78,6 +80,8 @@ struct dispatcher {
 	uint64_t startup_retry_ms; /* when to send a failed start-up query again */
 	unsigned seconds;          /* maintenance tick: whole seconds since start */
 	uint64_t next_second_ms, next_poll_ms, next_renew_ms, next_mirror_ms;
+	uint64_t claim_sent_ms, renew_sent_ms; /* monotonic: the claim / renewal in flight */
+	size_t renew_sent_n;                    /* rows that renewal asked for */
 	struct event *ev_claim;
 	struct event *ev_flush;
 	struct event *ev_tick;
@@ -141,6 +145,11 @@ size_t outcome_waiting(const struct dispatcher *d);
 /* lease.c */
 /* Extends the leases of every row this dispatcher holds (in flight or outcome unwritten). */
 void lease_renew(struct dispatcher *d);
+/* Never send on a lost lease: when a job's lease has run out by this process's clock (a
+ * pause, a renewal that failed or came back short), the messages still queued in the SMTP
+ * sink are taken back unsent (their rows are released, fenced). Those already on the wire
+ * finish. Called before the sink may start the next message and from the tick. */
+void lease_check(struct dispatcher *d);
 
 /* reload.c */
 /* SIGHUP: loads the configuration file again and applies the keys that may change. */

@@ -117,6 +117,8 @@ static void on_transfer_done(void *arg, size_t index, const struct smtp_result *
 	struct rcpt_reply *rc = &j->reply[index];
 	uint64_t now = clock_mono_ms();
 
+	lease_check(d); /* before the sink starts its next message */
+
 	free((char *)rc->text);
 	/* the relay's words, made storable: invalid UTF-8 would make last_error NULL */
 	rc->text = relay_text_dup(r->text, RELAY_TEXT_MAX);
@@ -297,6 +299,7 @@ void deliver_row(struct dispatcher *d, const struct pg_result *res, int row)
 	j->attempt = atoi(pg_value(res, row, C_ATTEMPT));
 	j->message_id = strdup(pg_value(res, row, C_MESSAGE_ID));
 	j->created_at = atof(pg_value(res, row, C_CREATED));
+	j->lease_until_ms = d->claim_sent_ms + (uint64_t)d->cfg->lease_ms;
 	buf_init(&j->msg);
 	job_link(d, j);
 	parsed = pgarray_parse(col(&c, C_TO), &c.to) == 0 && pgarray_parse(col(&c, C_CC), &c.cc) == 0 &&

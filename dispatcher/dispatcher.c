@@ -256,6 +256,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		d->next_renew_ms = now + (uint64_t)(d->cfg->lease_ms / 3 > 0 ? d->cfg->lease_ms / 3 : 1);
 		lease_renew(d);
 	}
+	lease_check(d);
 	if (d->kafka && now >= d->next_mirror_ms) {
 		d->next_mirror_ms = now + MIRROR_TICK_MS;
 		kafka_mirror_tick(d->kafka);

@@ -2,23 +2,62 @@
  * their outcomes are written (outbox.renew(), fenced on the claim's attempt). */
 #include <stdlib.h>
 
+#include "clock.h"
 #include "config.h"
 #include "core.h"
 #include "log.h"
 #include "pg.h"
 #include "pgarray.h"
+#include "smtp.h"
+
+/* Jobs that the renewal sent at d->renew_sent_ms covered (they existed then). */
+static int covered(const struct dispatcher *d, const struct job *j)
+{
+	return j->lease_until_ms != 0 && j->lease_until_ms <= d->renew_sent_ms + (uint64_t)d->cfg->lease_ms;
+}
 
 static void on_renew_done(void *arg, const struct pg_result *res, const char *err)
 {
 	struct dispatcher *d = arg;
+	size_t renewed;
 
 	if (res == NULL || !pg_result_ok(res)) {
+		/* the leases run on by the clock; lease_check stops sending when they end */
 		log_warn("lease renewal failed", "serror", pg_failure(res, err), NULL);
 		return;
 	}
-	if (atoi(pg_value(res, 0, 0)) < d->njobs)
-		log_debug("some leases were not renewed: taken over", "irenewed", (long long)atoi(pg_value(res, 0, 0)),
-			  "iin_flight", (long long)d->njobs, NULL);
+	renewed = (size_t)atoll(pg_value(res, 0, 0));
+	for (struct job *j = d->jobs; j; j = j->next) {
+		if (!covered(d, j))
+			continue;
+		/* short: some row was taken over, and the count does not say which; take back
+		 * every queued one (those still ours are released and claimed again) */
+		j->lease_until_ms = renewed < d->renew_sent_n ? 0 : d->renew_sent_ms + (uint64_t)d->cfg->lease_ms;
+	}
+	if (renewed < d->renew_sent_n)
+		log_warn("some leases were taken over: not sending the messages still queued", "irenewed",
+			 (long long)renewed, "iheld", (long long)d->renew_sent_n, NULL);
+	lease_check(d);
+}
+
+void lease_check(struct dispatcher *d)
+{
+	/* a margin for the clocks and the time a message takes to start */
+	uint64_t margin = (uint64_t)(d->cfg->lease_ms / 10 < 2000 ? d->cfg->lease_ms / 10 : 2000);
+	uint64_t now = clock_mono_ms();
+	int lost = 0;
+
+	for (struct job *j = d->jobs; j; j = j->next)
+		if (j->lease_until_ms <= now + margin)
+			lost++;
+	if (lost == 0 || d->smtp == NULL)
+		return;
+	log_warn("lease lost or ending: messages still queued go back unsent", "ijobs", (long long)lost, NULL);
+	/* mark them now: the cancel reports them (and may free them) */
+	for (struct job *j = d->jobs; j; j = j->next)
+		if (j->lease_until_ms <= now + margin)
+			j->lease_until_ms = UINT64_MAX;
+	smtp_cancel_queued(d->smtp);
 }
 
 void lease_renew(struct dispatcher *d)
@@ -50,8 +89,12 @@ void lease_renew(struct dispatcher *d)
 		const char *p[4] = { d->owner, ids_text, attempts_text, lease };
 		dispatcher_lease_seconds(d, lease, sizeof(lease));
 		if (pg_query(d->work, "SELECT outbox.renew($1, $2::bigint[], $3::int[], $4::int)", 4, p, 10000,
-			     on_renew_done, d) != 0)
+			     on_renew_done, d) != 0) {
 			log_debug("lease renewal skipped: database not ready", NULL);
+		} else {
+			d->renew_sent_ms = clock_mono_ms();
+			d->renew_sent_n = ids.n;
+		}
 	}
 	pgarray_lit_free(&ids);
 	pgarray_lit_free(&attempts);
