@@ -6,6 +6,7 @@
 
 #include <cyaml/cyaml.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -13,6 +14,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 enum key_type {
@@ -1122,14 +1124,37 @@ static void report_yaml_error(struct errs *e, const char *file, const struct ylo
 	}
 }
 
+/* read_file's *err for a path that is not a regular file (a FIFO, a device, a directory). */
+#define ERR_NOT_REGULAR (-2)
+
+static const char *read_strerror(int err)
+{
+	return err == ERR_NOT_REGULAR ? "not a regular file" : strerror(err);
+}
+
+/* Regular files only: opened without blocking (a FIFO with no writer would hold start-up
+ * forever) and checked with fstat before a byte is read. */
 static char *read_file(const char *path, size_t max, size_t *len, int *err)
 {
-	FILE *f = fopen(path, "rb");
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	struct stat st;
+	FILE *f;
 	char *data;
 	size_t n;
 
+	if (fd < 0) {
+		*err = errno;
+		return NULL;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		*err = ERR_NOT_REGULAR;
+		close(fd);
+		return NULL;
+	}
+	f = fdopen(fd, "rb");
 	if (!f) {
 		*err = errno;
+		close(fd);
 		return NULL;
 	}
 	data = malloc(max + 1);
@@ -1154,6 +1179,65 @@ static char *read_file(const char *path, size_t max, size_t *len, int *err)
 	data[n] = '\0';
 	*len = n;
 	return data;
+}
+
+/* The line of a "---" that starts a second YAML document (a first one may open with
+ * "---"), or 0. */
+static int second_document_line(const char *data)
+{
+	int line = 1, content = 0;
+
+	for (const char *p = data; *p; line++) {
+		const char *eol = strchr(p, '\n');
+		size_t n = eol ? (size_t)(eol - p) : strlen(p);
+		const char *q = p;
+
+		if (n >= 3 && strncmp(p, "---", 3) == 0 && (n == 3 || p[3] == ' ' || p[3] == '\t' || p[3] == '\r')) {
+			if (content)
+				return line;
+			content = 1; /* an explicit first document */
+		} else {
+			while (q < p + n && (*q == ' ' || *q == '\t' || *q == '\r'))
+				q++;
+			if (q < p + n && *q != '#')
+				content = 1;
+		}
+		if (!eol)
+			break;
+		p = eol + 1;
+	}
+	return 0;
+}
+
+/* An OUTBOXD_* variable that names no key is a typo or a key of another version: said,
+ * not silently ignored (a warning, so one environment can serve two versions). */
+static void report_unknown_env(FILE *errs)
+{
+	extern char **environ;
+
+	for (char **ev = environ; ev && *ev; ev++) {
+		const char *eq = strchr(*ev, '=');
+		size_t n = eq ? (size_t)(eq - *ev) : strlen(*ev);
+		int known = 0;
+
+		if (strncmp(*ev, "OUTBOXD_", 8) != 0)
+			continue;
+		for (size_t i = 0; i < NKEYS && !known; i++) {
+			char env[96];
+
+			env_name(&keys[i], env, sizeof(env));
+			known = strlen(env) == n && strncmp(env, *ev, n) == 0;
+		}
+		if (!known) {
+			char name[96];
+
+			snprintf(name, sizeof(name), "%.*s", (int)n, *ev); /* never the value: a secret? */
+			if (errs)
+				fprintf(errs, "warning: %s is not a configuration key's variable; ignored\n", name);
+			else
+				log_warn("unknown OUTBOXD_* variable ignored", "svariable", name, NULL);
+		}
+	}
 }
 
 /* ---- loading ---- */
@@ -1224,7 +1308,7 @@ static void secrets_load(struct config *cfg, const struct layer *ly, struct errs
 		s = secret_read(path, &err);
 		if (!s) {
 			err_key(e, k, ly->src[i], "cannot read %s: %s", path,
-				err == EINVAL ? "contains a NUL byte" : strerror(err));
+				err == EINVAL ? "contains a NUL byte" : read_strerror(err));
 			continue;
 		}
 		if (!*s || has_control(s)) {
@@ -1309,10 +1393,15 @@ static int config_build(struct config *cfg, const char *path, int use_env, FILE 
 
 		data = read_file(path, 1 << 20, &len, &err);
 		if (!data) {
-			err_raw(&e, "%s: cannot read configuration file: %s", path, strerror(err));
+			err_raw(&e, "--config %s: cannot read configuration file: %s", path, read_strerror(err));
 		} else {
 			cyaml_err_t ce = cyaml_load_data((const uint8_t *)data, len, yc, &ys.root,
 							 (cyaml_data_t **)&tree, NULL);
+			int line = second_document_line(data);
+
+			if (line > 0)
+				err_raw(&e, "%s:%d: a second YAML document: only the first is read; put every key in one",
+					path, line);
 
 			if (ce != CYAML_OK) {
 				report_yaml_error(&e, path, &yl, ce, data, len);
@@ -1339,6 +1428,8 @@ static int config_build(struct config *cfg, const char *path, int use_env, FILE 
 			ly.src[i] = SRC_ENV;
 		}
 	}
+	if (use_env)
+		report_unknown_env(errs);
 	secrets_resolve(&ly, &e);
 	for (size_t i = 0; i < NKEYS; i++) {
 		const struct config_key *k = &keys[i];

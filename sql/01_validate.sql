@@ -273,6 +273,12 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'check_violation',
             MESSAGE = 'outbox.events.type: type and aggregate_type may not contain CR or LF';
     END IF;
+    -- outboxd writes its own lifecycle events (message_id set, a column producers cannot
+    -- insert); a producer's email.* event would pass for one
+    IF NEW.message_id IS NULL AND NEW.type LIKE 'email.%' THEN
+        RAISE EXCEPTION USING ERRCODE = 'check_violation',
+            MESSAGE = 'outbox.events.type: email.* is reserved for outboxd''s own lifecycle events';
+    END IF;
     IF NEW.payload IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'check_violation',
             MESSAGE = 'outbox.events.payload: required (use ''null''::jsonb for an empty payload)';
@@ -284,6 +290,10 @@ BEGIN
     IF NEW.topic IS NOT NULL AND NEW.topic !~ '^[A-Za-z0-9._-]{1,249}$' THEN
         RAISE EXCEPTION USING ERRCODE = 'check_violation',
             MESSAGE = 'outbox.events.topic: not a valid Kafka topic name ([A-Za-z0-9._-], 1-249 characters)';
+    END IF;
+    IF NEW.topic LIKE '\_\_%' THEN
+        RAISE EXCEPTION USING ERRCODE = 'check_violation',
+            MESSAGE = 'outbox.events.topic: names starting with "__" are Kafka''s internal topics (__consumer_offsets, __transaction_state)';
     END IF;
     NEW.headers := coalesce(NEW.headers, '{}');
     IF NEW.headers <> '{}' THEN

@@ -1,0 +1,34 @@
+-- Producer input outboxd must refuse: events posing as outboxd's own lifecycle events, and
+-- events aimed at Kafka's internal topics. 23514 naming the column, as every refusal.
+BEGIN;
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pgtap;
+SELECT plan(6);
+
+SET LOCAL ROLE outbox_producer;
+SELECT throws_ok($$INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload)
+                   VALUES ('email', '1', 'email.sent', '{}')$$,
+    '23514', 'outbox.events.type: email.* is reserved for outboxd''s own lifecycle events',
+    'a producer cannot write an email.sent lifecycle event');
+SELECT throws_ok($$INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload)
+                   VALUES ('order', '1', 'email.queued', '{}')$$,
+    '23514', NULL, 'nor email.queued under another aggregate type');
+SELECT throws_ok($$INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload, topic)
+                   VALUES ('order', '1', 'order.paid', '{}', '__consumer_offsets')$$,
+    '23514', 'outbox.events.topic: names starting with "__" are Kafka''s internal topics (__consumer_offsets, __transaction_state)',
+    '__consumer_offsets refused');
+SELECT throws_ok($$INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload, topic)
+                   VALUES ('order', '1', 'order.paid', '{}', '__transaction_state')$$,
+    '23514', NULL, '__transaction_state refused');
+SELECT lives_ok($$INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload, topic)
+                  VALUES ('order', '1', 'emailing.done', '{}', '_single.underscore')$$,
+    'a type that only starts like email and a topic with one underscore are fine');
+RESET ROLE;
+-- outboxd's own lifecycle events still go in (written by a message insert)
+UPDATE outbox.settings SET lifecycle_events = true;
+INSERT INTO outbox.messages (recipients, subject, body_text) VALUES (ARRAY['a@example.com'], 'fi', 'b');
+SELECT is((SELECT count(*)::int FROM outbox.events e JOIN outbox.messages m ON m.id = e.message_id
+            WHERE m.subject = 'fi' AND e.type = 'email.queued'), 1, 'outboxd''s email.queued is still written');
+
+SELECT * FROM finish();
+ROLLBACK;
