@@ -204,20 +204,24 @@ class KafkaBroker:
         -J) and returns a list of dicts with partition, offset, key, payload and headers
         (a list of (name, value)), in the order kcat printed them (offset order within each
         partition)."""
-        cmd = ["kcat", "-C", "-b", self.bootstrap, "-t", topic, "-o", "beginning", "-e",
-               "-J", "-q"]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        if r.returncode != 0:
-            raise RuntimeError(f"kcat -C failed ({r.returncode}): {r.stderr}")
-        out = []
-        for line in r.stdout.splitlines():
-            if not line.strip():
-                continue
-            m = json.loads(line)
-            h = m.get("headers") or []
-            m["headers"] = list(zip(h[0::2], h[1::2]))
-            out.append(m)
-        return out
+        return kcat_consume(self.bootstrap, topic, timeout)
+
+
+def kcat_consume(bootstrap, topic, timeout=30):
+    """KafkaBroker.consume against any bootstrap.servers list (a cluster's too)."""
+    cmd = ["kcat", "-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e", "-J", "-q"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"kcat -C failed ({r.returncode}): {r.stderr}")
+    out = []
+    for line in r.stdout.splitlines():
+        if not line.strip():
+            continue
+        m = json.loads(line)
+        h = m.get("headers") or []
+        m["headers"] = list(zip(h[0::2], h[1::2]))
+        out.append(m)
+    return out
 
 
 @atexit.register
