@@ -1,11 +1,13 @@
 """PostgreSQL failover under traffic: pg_auto_failover with a monitor, a primary and a synchronous
 standby; outboxd on a multi-host URL with target_session_attrs=read-write; the primary's host
-killed with kill -9 mid-drain. Nothing committed is lost, duplicates carry the row's Message-ID,
+killed with kill -9 mid-drain, the Kafka mirror on (a real broker). Nothing committed is lost
+(messages sent, events on the topic), duplicates carry the row's Message-ID / event id,
 nothing stays `sending`, and the time from the kill to the first send on the new primary is printed."""
 import collections
 import shutil
 import threading
 import time
+import uuid
 
 import psycopg2
 import pytest
@@ -36,7 +38,7 @@ class Producer(threading.Thread):
     def __init__(self, dsn, stop_after):
         super().__init__(daemon=True)
         self.dsn, self.stop_after = dsn, stop_after
-        self.committed, self.errors, self.halt = set(), 0, threading.Event()
+        self.committed, self.events, self.errors, self.halt = set(), set(), 0, threading.Event()
 
     def run(self):
         conn, k = None, 0
@@ -53,8 +55,14 @@ class Producer(threading.Thread):
                                 (f"user{k}@example.com", f"m{k}"))
                     batch.append(cur.fetchone())
                     k += 1
+                events = []
+                for _ in range(5):
+                    cur.execute("INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload) "
+                                "VALUES ('order', %s, 'OrderPaid', '{}') RETURNING event_id", (f"k{k % 17}",))
+                    events.append(str(cur.fetchone()[0]))
                 conn.commit()
                 self.committed.update(batch)
+                self.events.update(events)
             except psycopg2.Error:
                 self.errors += 1
                 try:
@@ -67,7 +75,7 @@ class Producer(threading.Thread):
             conn.close()
 
 
-def test_primary_killed_mid_drain_the_standby_takes_over_nothing_committed_lost(smtp_sink):
+def test_primary_killed_mid_drain_the_standby_takes_over_nothing_committed_lost(smtp_sink, kafka_broker):
     f = Formation()
     d = None
     try:
@@ -78,8 +86,11 @@ def test_primary_killed_mid_drain_the_standby_takes_over_nothing_committed_lost(
         # synchronous: a COMMIT the producer saw is on the standby too
         assert "pgautofailover_standby" in psql(f"host=127.0.0.1 port={f.ports['a']} user=postgres dbname=postgres",
                                                 "SHOW synchronous_standby_names")
-        d = Outboxd(db, smtp_sink.url, env={"OUTBOXD_DISPATCHER_LEASE": "3s",
-                                            "OUTBOXD_SMTP_POOL_SIZE": "4"}, name="ha").start()
+        kafka_broker.ensure_running()
+        prefix = f"ha{uuid.uuid4().hex[:8]}."
+        d = Outboxd(db, smtp_sink.url, env={"OUTBOXD_DISPATCHER_LEASE": "3s", "OUTBOXD_SMTP_POOL_SIZE": "4",
+                                            "OUTBOXD_KAFKA_BROKERS": kafka_broker.bootstrap,
+                                            "OUTBOXD_KAFKA_TOPIC_PREFIX": prefix}, name="ha").start()
         p = Producer(db.dsn, stop_after=1500)
         p.start()
         wait_for(lambda: smtp_sink.count() >= 200, timeout=60, what="200 sent before the kill")
@@ -95,6 +106,8 @@ def test_primary_killed_mid_drain_the_standby_takes_over_nothing_committed_lost(
         assert len(committed) >= 1500
         wait_for(lambda: db.sql("SELECT count(*) FROM outbox.messages WHERE state <> 'sent'") == "0",
                  timeout=90, interval=0.5, what="every row sent on the new primary")
+        wait_for(lambda: db.sql("SELECT count(*) FROM outbox.events WHERE state <> 'published'") == "0",
+                 timeout=60, interval=0.5, what="every event published from the new primary")
         smtp_sink.wait_quiet(period=1.0, timeout=30)
         first_new = float(db.sql("SELECT extract(epoch FROM min(sent_at)) FROM outbox.messages "
                                  f"WHERE sent_at > to_timestamp({killed_at})"))
@@ -103,13 +116,20 @@ def test_primary_killed_mid_drain_the_standby_takes_over_nothing_committed_lost(
         lost = committed - in_db
         unsent = committed - set(got)
         dups = {k: v for k, v in got.items() if v > 1}
+        on_topic = collections.Counter(dict(m["headers"]).get("id") for m in kafka_broker.consume(prefix + "order"))
+        events_in_db = set(db.sql("SELECT event_id FROM outbox.events").split())
+        events_lost = p.events - set(on_topic)
+        event_dups = sum(v - 1 for v in on_topic.values())
         print(f"\npg failover: kill -> promoted {promoted_at - killed_at:.1f}s, "
               f"kill -> first send on the new primary {first_new - killed_at:.1f}s; "
               f"committed {len(committed)}, lost {len(lost)}, never sent {len(unsent)}, "
-              f"duplicates {len(dups)}, producer errors {p.errors}")
+              f"duplicates {len(dups)}, producer errors {p.errors}; events committed {len(p.events)}, "
+              f"lost {len(events_lost)}, duplicates {event_dups}")
         assert not lost, sorted(lost)[:5]
         assert not unsent, sorted(unsent)[:5]
         assert set(got) <= in_db  # every copy, duplicates included, carries a row's Message-ID
+        assert not events_lost, sorted(events_lost)[:5]
+        assert set(on_topic) <= events_in_db  # duplicates carry their row's event id
         assert db.sql("SELECT count(*) FROM outbox.messages WHERE state = 'sending'") == "0"
         assert first_new - killed_at < 60
         assert d.stop() == 0
