@@ -15,10 +15,13 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
 #include "buf.h"
+#include "clock.h"
+#include "log.h"
 #include "metrics.h"
 
 /* Small limits: nothing legitimate sends more to these endpoints, and a client that
@@ -40,7 +43,73 @@ struct http_server {
 	http_route_fn extra; /* further routes (the web console); NULL = none */
 	void *extra_arg;
 	int port;
+	/* accept() failures (EMFILE, ENFILE, ENOBUFS): the listener pauses instead of spinning */
+	struct evconnlistener *listener;
+	struct event *ev_resume;
+	uint64_t accept_log_ms;      /* when the last accept error was logged */
+	long long accept_suppressed; /* errors since, not logged */
 };
+
+/* How long the listener rests after accept() failed, and how often that is logged. */
+#define ACCEPT_PAUSE_MS 250
+#define ACCEPT_LOG_MS 5000
+
+/* evhttp's listener passes its struct evhttp to the error callback, not ours: servers
+ * are found by it (a process runs one or two). */
+#define MAX_SERVERS 8
+static struct http_server *servers[MAX_SERVERS];
+
+static void server_register(struct http_server *srv)
+{
+	for (int i = 0; i < MAX_SERVERS; i++)
+		if (servers[i] == NULL) {
+			servers[i] = srv;
+			return;
+		}
+}
+
+static void server_unregister(struct http_server *srv)
+{
+	for (int i = 0; i < MAX_SERVERS; i++)
+		if (servers[i] == srv)
+			servers[i] = NULL;
+}
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct http_server *srv = arg;
+	(void)fd;
+	(void)what;
+	evconnlistener_enable(srv->listener);
+}
+
+/* Without this callback libevent logs each failure as plain text and keeps the (level
+ * triggered) listener armed: at the descriptor limit the loop spun on accept(). */
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+	struct http_server *srv = NULL;
+	int err = EVUTIL_SOCKET_ERROR();
+	uint64_t now = clock_mono_ms();
+	struct timeval tv = { 0, ACCEPT_PAUSE_MS * 1000 };
+
+	for (int i = 0; i < MAX_SERVERS && srv == NULL; i++)
+		if (servers[i] != NULL && (void *)servers[i]->http == arg)
+			srv = servers[i];
+	evconnlistener_disable(l);
+	if (srv == NULL) {
+		/* not one of ours (cannot happen): rest anyway rather than spin */
+		return;
+	}
+	evtimer_add(srv->ev_resume, &tv);
+	if (srv->accept_log_ms != 0 && now - srv->accept_log_ms < ACCEPT_LOG_MS) {
+		srv->accept_suppressed++;
+		return;
+	}
+	log_warn("http: accept failed; listener paused", "serror", evutil_socket_error_to_string(err), "isuppressed",
+		 srv->accept_suppressed, "ipause_ms", (long long)ACCEPT_PAUSE_MS, NULL);
+	srv->accept_log_ms = now;
+	srv->accept_suppressed = 0;
+}
 
 enum route { ROUTE_NONE, ROUTE_HEALTH, ROUTE_READY, ROUTE_METRICS };
 
@@ -256,6 +325,7 @@ struct http_server *http_start(struct event_base *base, const char *addr, struct
 			       void *arg, char *errbuf, size_t errlen)
 {
 	struct http_server *srv;
+	struct evhttp_bound_socket *bound;
 	int fd;
 
 	srv = calloc(1, sizeof(*srv));
@@ -287,13 +357,20 @@ struct http_server *http_start(struct event_base *base, const char *addr, struct
 						      EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
 	evhttp_set_gencb(srv->http, handle, srv);
 	/* From here the evhttp listener owns fd and closes it in evhttp_free(). */
-	if (evhttp_accept_socket_with_handle(srv->http, fd) == NULL) {
+	srv->ev_resume = evtimer_new(base, on_accept_resume, srv);
+	bound = srv->ev_resume != NULL ? evhttp_accept_socket_with_handle(srv->http, fd) : NULL;
+	if (bound == NULL) {
 		snprintf(errbuf, errlen, "http listen %s: cannot register listener", addr);
 		goto fail;
 	}
+	srv->listener = evhttp_bound_socket_get_listener(bound);
+	server_register(srv);
+	evconnlistener_set_error_cb(srv->listener, on_accept_error);
 	return srv;
 fail:
 	close(fd);
+	if (srv->ev_resume != NULL)
+		event_free(srv->ev_resume);
 	if (srv->http != NULL)
 		evhttp_free(srv->http);
 	free(srv);
@@ -320,6 +397,8 @@ void http_stop(struct http_server *srv)
 {
 	if (srv == NULL)
 		return;
+	server_unregister(srv);
 	evhttp_free(srv->http);
+	event_free(srv->ev_resume);
 	free(srv);
 }
