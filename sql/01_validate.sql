@@ -121,6 +121,17 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'check_violation',
                 MESSAGE = format('outbox.%s.headers: value of %s contains CR or LF', p_table, to_json(h.key));
         END IF;
+        -- what the dispatcher would fail later: a value it cannot fold into 998-octet
+        -- lines (mime.c: name + ": " + longest word), or one too large for a header at all
+        IF octet_length(h.value #>> '{}') > 16384 THEN
+            RAISE EXCEPTION USING ERRCODE = 'check_violation',
+                MESSAGE = format('outbox.%s.headers: value of %s is longer than 16384 bytes', p_table, to_json(h.key));
+        END IF;
+        IF (h.value #>> '{}') ~ '^[\x01-\x7f]*$' AND octet_length(h.key) + 2 +
+           coalesce((SELECT max(octet_length(w)) FROM regexp_split_to_table(h.value #>> '{}', '[ \t]+') AS w), 0) > 998 THEN
+            RAISE EXCEPTION USING ERRCODE = 'check_violation',
+                MESSAGE = format('outbox.%s.headers: value of %s has a word too long to fold into a 998-octet line', p_table, to_json(h.key));
+        END IF;
     END LOOP;
 END
 $fn$;
@@ -204,6 +215,11 @@ BEGIN
     IF coalesce(octet_length(NEW.body_text), 0) + coalesce(octet_length(NEW.body_html), 0) > 10485760 THEN
         RAISE EXCEPTION USING ERRCODE = 'check_violation',
             MESSAGE = 'outbox.messages.body_text: body_text and body_html together exceed 10485760 bytes';
+    END IF;
+    -- the unique index takes keys up to ~2.7 kB and would fail longer ones with 54000
+    IF octet_length(NEW.idempotency_key) > 255 THEN
+        RAISE EXCEPTION USING ERRCODE = 'check_violation',
+            MESSAGE = 'outbox.messages.idempotency_key: longer than 255 bytes';
     END IF;
     IF NEW.max_attempts IS NULL OR NEW.max_attempts NOT BETWEEN 1 AND 1000 THEN
         RAISE EXCEPTION USING ERRCODE = 'check_violation',

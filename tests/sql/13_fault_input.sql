@@ -3,7 +3,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(6);
+SELECT plan(11);
 
 SET LOCAL ROLE outbox_producer;
 SELECT throws_ok($$INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload)
@@ -29,6 +29,27 @@ UPDATE outbox.settings SET lifecycle_events = true;
 INSERT INTO outbox.messages (recipients, subject, body_text) VALUES (ARRAY['a@example.com'], 'fi', 'b');
 SELECT is((SELECT count(*)::int FROM outbox.events e JOIN outbox.messages m ON m.id = e.message_id
             WHERE m.subject = 'fi' AND e.type = 'email.queued'), 1, 'outboxd''s email.queued is still written');
+
+-- messages: refused at INSERT, naming the column, what the dispatcher would fail later
+SELECT throws_ok(format($$INSERT INTO outbox.messages (recipients, subject, body_text, idempotency_key)
+                          VALUES (ARRAY['a@example.com'], 's', 'b', %L)$$, repeat('k', 3000)),
+    '23514', 'outbox.messages.idempotency_key: longer than 255 bytes', 'a 3 kB idempotency key: 23514, not 54000');
+SELECT lives_ok(format($$INSERT INTO outbox.messages (recipients, subject, body_text, idempotency_key)
+                         VALUES (ARRAY['a@example.com'], 's', 'b', %L)$$, repeat('k', 255)),
+    'a 255-byte key is fine');
+SELECT throws_ok(format($$INSERT INTO outbox.messages (recipients, subject, body_text, headers)
+                          VALUES (ARRAY['a@example.com'], 's', 'b', jsonb_build_object('X-Big', %L::text))$$,
+                        repeat('word ', 200000)),
+    '23514', 'outbox.messages.headers: value of "X-Big" is longer than 16384 bytes', 'a 1 MB header value refused');
+SELECT throws_ok(format($$INSERT INTO outbox.messages (recipients, subject, body_text, headers)
+                          VALUES (ARRAY['a@example.com'], 's', 'b', jsonb_build_object('X-Long', %L::text))$$,
+                        repeat('w', 995)),
+    '23514', 'outbox.messages.headers: value of "X-Long" has a word too long to fold into a 998-octet line',
+    'an ASCII word the dispatcher cannot fold refused');
+SELECT lives_ok(format($$INSERT INTO outbox.messages (recipients, subject, body_text, headers)
+                         VALUES (ARRAY['a@example.com'], 's', 'b', jsonb_build_object('X-Long', %L::text))$$,
+                       repeat('w', 990)),
+    'a word that fits (name + ": " + 990 octets) is fine');
 
 SELECT * FROM finish();
 ROLLBACK;
