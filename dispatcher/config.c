@@ -1400,7 +1400,8 @@ static int config_build(struct config *cfg, const char *path, int use_env, FILE 
 			int line = second_document_line(data);
 
 			if (line > 0)
-				err_raw(&e, "%s:%d: a second YAML document: only the first is read; put every key in one",
+				err_raw(&e,
+					"%s:%d: a second YAML document: only the first is read; put every key in one",
 					path, line);
 
 			if (ce != CYAML_OK) {

@@ -24,9 +24,9 @@
 #include "pg.h"
 #include "telemetry.h"
 
-#define CONSOLE_MAX_PENDING 16    /* requests waiting for the database at once */
-#define CONSOLE_QUERY_MS 5000     /* client-side bound; the session's statement_timeout too */
-#define CONSOLE_MAX_QUERY 320     /* longest search text or Message-ID accepted */
+#define CONSOLE_MAX_PENDING 16 /* requests waiting for the database at once */
+#define CONSOLE_QUERY_MS 5000  /* client-side bound; the session's statement_timeout too */
+#define CONSOLE_MAX_QUERY 320  /* longest search text or Message-ID accepted */
 
 /* libevent 2.1 names no constant for it */
 #define CONSOLE_FORBIDDEN 403
@@ -38,10 +38,10 @@ struct console {
 	struct event_base *base;
 	struct pgconn *db;
 	struct telemetry *tm;
-	char *token;     /* NULL = read-only */
+	char *token; /* NULL = read-only */
 	int show_body;
 	int mirror_on;
-	int pending;     /* requests waiting for a query */
+	int pending;                 /* requests waiting for a query */
 	struct console_req *waiting; /* list of them, answered by console_free() if still there */
 };
 
@@ -112,8 +112,7 @@ static void view_of(const struct console *c, struct console_view *v)
 	v->figures_age_s = v->figures != NULL ? now_s() - at : 0;
 }
 
-static void send_notice(struct console *c, struct evhttp_request *req, int code, const char *title,
-			const char *message)
+static void send_notice(struct console *c, struct evhttp_request *req, int code, const char *title, const char *message)
 {
 	struct console_view v;
 	struct buf b;
@@ -175,9 +174,9 @@ static void render(struct console_req *r, json_t *doc)
 	if (rc < 0)
 		evhttp_send_error(r->req, HTTP_INTERNAL, NULL);
 	else
-		send_buf(r->req, r->page == PAGE_MESSAGE && !json_is_object(json_object_get(doc, "message"))
-					 ? HTTP_NOTFOUND
-					 : HTTP_OK,
+		send_buf(r->req,
+			 r->page == PAGE_MESSAGE && !json_is_object(json_object_get(doc, "message")) ? HTTP_NOTFOUND
+												     : HTTP_OK,
 			 CT_HTML, &b);
 	buf_free(&b);
 }
@@ -194,8 +193,9 @@ static void on_result(void *arg, const struct pg_result *res, const char *err)
 			int changed = strcmp(pg_value(res, 0, 0), "t") == 0;
 
 			log_info("console action", "saction", r->action, "iid", r->id, "bchanged", changed, NULL);
-			send_json(r->req, HTTP_OK, json_pack("{s:b,s:s,s:I}", "changed", changed, "action",
-							     r->action, "id", (json_int_t)r->id));
+			send_json(r->req, HTTP_OK,
+				  json_pack("{s:b,s:s,s:I}", "changed", changed, "action", r->action, "id",
+					    (json_int_t)r->id));
 			free(r);
 			return;
 		}
@@ -343,8 +343,8 @@ static void serve_action(struct console *c, struct evhttp_request *req, const ch
 	long long id;
 
 	if (c->token == NULL) {
-		send_json(req, CONSOLE_FORBIDDEN, json_pack("{s:s}", "error",
-							 "the console is read-only (http.console_token_file is not set)"));
+		send_json(req, CONSOLE_FORBIDDEN,
+			  json_pack("{s:s}", "error", "the console is read-only (http.console_token_file is not set)"));
 		return;
 	}
 	if (!same_origin(req)) {
@@ -363,8 +363,7 @@ static void serve_action(struct console *c, struct evhttp_request *req, const ch
 	}
 	evbuffer_copyout(in, body, n);
 	body[n] = '\0';
-	if (evhttp_parse_query_str(body, &form) != 0 ||
-	    (id = parse_id(evhttp_find_header(&form, "id"))) == 0) {
+	if (evhttp_parse_query_str(body, &form) != 0 || (id = parse_id(evhttp_find_header(&form, "id"))) == 0) {
 		evhttp_clear_headers(&form);
 		send_json(req, HTTP_BADREQUEST, json_pack("{s:s}", "error", "expected id=<message id>"));
 		return;
@@ -446,8 +445,8 @@ int console_route(void *arg, struct evhttp_request *req)
 	return 1;
 }
 
-struct console *console_new(struct event_base *base, const struct config *cfg, struct telemetry *tm,
-			    char *errbuf, size_t errlen)
+struct console *console_new(struct event_base *base, const struct config *cfg, struct telemetry *tm, char *errbuf,
+			    size_t errlen)
 {
 	struct console *c = calloc(1, sizeof(*c));
 	char opts[96];

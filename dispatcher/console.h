@@ -18,8 +18,8 @@ struct telemetry;
  * it, supplies the last queue figures and the breakers. Returns NULL with errbuf set on OOM.
  * Free it with console_free() before the HTTP server is stopped.
  */
-struct console *console_new(struct event_base *base, const struct config *cfg, struct telemetry *tm,
-			    char *errbuf, size_t errlen) __attribute__((warn_unused_result));
+struct console *console_new(struct event_base *base, const struct config *cfg, struct telemetry *tm, char *errbuf,
+			    size_t errlen) __attribute__((warn_unused_result));
 
 /* An http_route_fn (arg = the console): takes "/", "/ui" and "/ui/..." and answers them,
  * for database pages once the query returns. Returns 0 for any other path. */

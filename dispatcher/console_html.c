@@ -10,9 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BUCKETS 12     /* 5-minute buckets in the last hour */
+#define BUCKETS 12 /* 5-minute buckets in the last hour */
 #define CHART_W 360
-#define CHART_H 100    /* plot height; labels below */
+#define CHART_H 100 /* plot height; labels below */
 
 /* An output with a sticky error: helpers do nothing after the first failure. */
 struct out {
@@ -54,11 +54,21 @@ int console_html_escape(struct buf *b, const char *s)
 		unsigned char c = (unsigned char)*s;
 
 		switch (c) {
-		case '&': rep = "&amp;"; break;
-		case '<': rep = "&lt;"; break;
-		case '>': rep = "&gt;"; break;
-		case '"': rep = "&quot;"; break;
-		case '\'': rep = "&#39;"; break;
+		case '&':
+			rep = "&amp;";
+			break;
+		case '<':
+			rep = "&lt;";
+			break;
+		case '>':
+			rep = "&gt;";
+			break;
+		case '"':
+			rep = "&quot;";
+			break;
+		case '\'':
+			rep = "&#39;";
+			break;
 		default:
 			if (c < 0x20 && c != '\t' && c != '\n')
 				rep = "";
@@ -152,8 +162,7 @@ static void show_value(struct out *o, json_t *v)
 	case JSON_ARRAY:
 		if (json_array_size(v) == 0)
 			raw(o, "&mdash;");
-		json_array_foreach(v, i, x)
-		{
+		json_array_foreach (v, i, x) {
 			if (i > 0)
 				raw(o, ", ");
 			show_value(o, x);
@@ -174,8 +183,8 @@ static void show_value(struct out *o, json_t *v)
 /* A state word as a badge; the class name is only ever one of the known states. */
 static void badge(struct out *o, const char *state)
 {
-	static const char *const known[] = { "pending", "sending", "sent", "failed", "dead", "cancelled",
-					     "published", "closed", "open", "half-open", NULL };
+	static const char *const known[] = { "pending",   "sending", "sent", "failed",    "dead", "cancelled",
+					     "published", "closed",  "open", "half-open", NULL };
 	const char *cls = "other";
 
 	for (size_t i = 0; state != NULL && known[i]; i++)
@@ -194,8 +203,10 @@ static void head(struct out *o, const struct console_view *v, const char *title)
 	txt(o, title);
 	raw(o, " &middot; outboxd</title><link rel=\"stylesheet\" href=\"/ui/console.css\">"
 	       "<link rel=\"icon\" href=\"/ui/favicon.svg\" type=\"image/svg+xml\"></head>\n");
-	fmt(o, "<body data-writable=\"%d\"><header><a class=\"brand\" href=\"/ui\">outboxd</a>"
-	       "<span class=\"ver\">", v->writable ? 1 : 0);
+	fmt(o,
+	    "<body data-writable=\"%d\"><header><a class=\"brand\" href=\"/ui\">outboxd</a>"
+	    "<span class=\"ver\">",
+	    v->writable ? 1 : 0);
 	txt(o, v->version);
 	raw(o, "</span><form action=\"/ui/message\" method=\"get\"><input name=\"q\" "
 	       "placeholder=\"message id or Message-ID\" aria-label=\"message id or Message-ID\"></form>"
@@ -286,8 +297,10 @@ static void chart(struct out *o, const char *label, const char *unit, const doub
 
 	for (int i = 0; i < BUCKETS; i++)
 		top = hi[i] > top ? hi[i] : top;
-	fmt(o, "<svg class=\"chart\" viewBox=\"0 0 %d %d\" width=\"%d\" height=\"%d\" role=\"img\" "
-	       "aria-label=\"%s\">", CHART_W, CHART_H + 16, CHART_W, CHART_H + 16, label);
+	fmt(o,
+	    "<svg class=\"chart\" viewBox=\"0 0 %d %d\" width=\"%d\" height=\"%d\" role=\"img\" "
+	    "aria-label=\"%s\">",
+	    CHART_W, CHART_H + 16, CHART_W, CHART_H + 16, label);
 	fmt(o, "<line class=\"axis\" x1=\"0\" y1=\"%d\" x2=\"%d\" y2=\"%d\"/>", CHART_H, CHART_W, CHART_H);
 	for (int i = 0; i < BUCKETS; i++) {
 		const double *series[2] = { hi, lo };
@@ -298,15 +311,17 @@ static void chart(struct out *o, const char *label, const char *unit, const doub
 
 			if (series[s] == NULL || val <= 0)
 				continue;
-			fmt(o, "<rect class=\"%s\" x=\"%d\" y=\"%.1f\" width=\"%d\" height=\"%.1f\">"
-			       "<title>%d-%d min ago: %.6g%s</title></rect>",
-			    s == 0 && lo != NULL ? "bar hi" : "bar", i * slot + 4, CHART_H - (h < 1 ? 1 : h),
-			    slot - 8, h < 1 ? 1 : h, (BUCKETS - i - 1) * 5, (BUCKETS - i) * 5, val, unit);
+			fmt(o,
+			    "<rect class=\"%s\" x=\"%d\" y=\"%.1f\" width=\"%d\" height=\"%.1f\">"
+			    "<title>%d-%d min ago: %.6g%s</title></rect>",
+			    s == 0 && lo != NULL ? "bar hi" : "bar", i * slot + 4, CHART_H - (h < 1 ? 1 : h), slot - 8,
+			    h < 1 ? 1 : h, (BUCKETS - i - 1) * 5, (BUCKETS - i) * 5, val, unit);
 		}
 	}
-	fmt(o, "<text class=\"lbl\" x=\"0\" y=\"%d\">-60 min</text>"
-	       "<text class=\"lbl\" x=\"%d\" y=\"%d\" text-anchor=\"end\">now</text>"
-	       "<text class=\"lbl\" x=\"0\" y=\"10\">max %.6g%s</text></svg>",
+	fmt(o,
+	    "<text class=\"lbl\" x=\"0\" y=\"%d\">-60 min</text>"
+	    "<text class=\"lbl\" x=\"%d\" y=\"%d\" text-anchor=\"end\">now</text>"
+	    "<text class=\"lbl\" x=\"0\" y=\"10\">max %.6g%s</text></svg>",
 	    CHART_H + 13, CHART_W, CHART_H + 13, top, unit);
 }
 
@@ -316,8 +331,7 @@ static void charts(struct out *o, json_t *doc)
 	json_t *b;
 	size_t i;
 
-	json_array_foreach(json_object_get(doc, "buckets"), i, b)
-	{
+	json_array_foreach (json_object_get(doc, "buckets"), i, b) {
 		long long k = (long long)jnum(b, "bucket");
 
 		if (k < 0 || k >= BUCKETS)
@@ -369,8 +383,7 @@ static void replies(struct out *o, json_t *list)
 		return;
 	}
 	raw(o, "<ul class=\"replies\">");
-	json_array_foreach(list, i, r)
-	{
+	json_array_foreach (list, i, r) {
 		raw(o, "<li>");
 		txt(o, jstr(r, "address"));
 		raw(o, " <span class=\"sub\">");
@@ -404,8 +417,7 @@ int console_html_overview(struct buf *b, const struct console_view *v, json_t *d
 			 "<th>id</th><th>state</th><th>subject</th><th>attempts</th><th>last reply</th>"
 			 "<th>recipients</th><th>updated</th><th></th>"))
 		return tail(&o);
-	json_array_foreach(list, i, f)
-	{
+	json_array_foreach (list, i, f) {
 		long long id = (long long)jnum(f, "id");
 
 		row_start(&o, id, jstr(f, "state"));
@@ -429,11 +441,29 @@ int console_html_overview(struct buf *b, const struct console_view *v, json_t *d
 /* Rows of the message's own fields, in a fixed order; bodies only when the document has them. */
 static void fields(struct out *o, json_t *m)
 {
-	static const char *const keys[] = { "message_id", "state", "subject", "sender", "recipients", "cc",
-					    "bcc", "reply_to", "priority", "attempts", "max_attempts",
-					    "last_smtp_code", "last_error", "outcome_unknown", "not_before",
-					    "next_attempt_at", "lease_owner", "lease_expires_at",
-					    "idempotency_key", "key", "created_at", "sent_at", "updated_at" };
+	static const char *const keys[] = { "message_id",
+					    "state",
+					    "subject",
+					    "sender",
+					    "recipients",
+					    "cc",
+					    "bcc",
+					    "reply_to",
+					    "priority",
+					    "attempts",
+					    "max_attempts",
+					    "last_smtp_code",
+					    "last_error",
+					    "outcome_unknown",
+					    "not_before",
+					    "next_attempt_at",
+					    "lease_owner",
+					    "lease_expires_at",
+					    "idempotency_key",
+					    "key",
+					    "created_at",
+					    "sent_at",
+					    "updated_at" };
 
 	raw(o, "<table class=\"kv\" id=\"fields\"><tbody>\n");
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
@@ -463,8 +493,7 @@ static void recipients(struct out *o, json_t *list)
 	raw(o, "<h2>Recipients</h2>\n<table class=\"list\" id=\"recipients\"><thead><tr><th>address</th>"
 	       "<th>kind</th><th>state</th><th>code</th><th>reply</th><th>attempts</th><th>updated</th>"
 	       "</tr></thead><tbody>\n");
-	json_array_foreach(list, i, r)
-	{
+	json_array_foreach (list, i, r) {
 		raw(o, "<tr><td>");
 		txt(o, jstr(r, "address"));
 		raw(o, "</td><td>");
@@ -491,15 +520,15 @@ static void events(struct out *o, json_t *doc)
 
 	raw(o, "<h2>Lifecycle events</h2>\n");
 	if (json_array_size(list) == 0) {
-		fmt(o, "<p class=\"note\">None among the newest %.0f events (they are written while "
-		       "<code>kafka.lifecycle_events</code> is on and the mirror runs).</p>\n",
+		fmt(o,
+		    "<p class=\"note\">None among the newest %.0f events (they are written while "
+		    "<code>kafka.lifecycle_events</code> is on and the mirror runs).</p>\n",
 		    jnum(doc, "window"));
 		return;
 	}
 	raw(o, "<table class=\"list\" id=\"events\"><thead><tr><th>time</th><th>event</th><th>details</th>"
 	       "<th>mirror</th></tr></thead><tbody>\n");
-	json_array_foreach(list, i, e)
-	{
+	json_array_foreach (list, i, e) {
 		json_t *p = json_object_get(e, "payload");
 
 		raw(o, "<tr><td class=\"time\">");
@@ -568,7 +597,8 @@ int console_html_message(struct buf *b, const struct console_view *v, json_t *do
 	txt(&o, jstr(m, "subject"));
 	fmt(&o, " <span class=\"sub\">attempt %.0f of %.0f", jnum(m, "attempts"), jnum(m, "max_attempts"));
 	if (json_is_integer(json_object_get(m, "last_smtp_code")))
-		fmt(&o, ", last reply <b>%lld</b>", (long long)json_integer_value(json_object_get(m, "last_smtp_code")));
+		fmt(&o, ", last reply <b>%lld</b>",
+		    (long long)json_integer_value(json_object_get(m, "last_smtp_code")));
 	raw(&o, "</span></p>\n");
 	recipients(&o, json_object_get(doc, "recipients"));
 	events(&o, doc);
@@ -593,8 +623,7 @@ int console_html_search(struct buf *b, const struct console_view *v, json_t *doc
 	if (!table_start(&o, list, "results", "No message found.",
 			 "<th>id</th><th>state</th><th>subject</th><th>to, cc</th><th>last reply</th><th>created</th>"))
 		return tail(&o);
-	json_array_foreach(list, i, m)
-	{
+	json_array_foreach (list, i, m) {
 		row_start(&o, (long long)jnum(m, "id"), jstr(m, "state"));
 		txt(&o, jstr(m, "subject"));
 		raw(&o, "</td><td>");

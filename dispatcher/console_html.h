@@ -10,13 +10,13 @@
 
 /* What a page shows besides its data. Strings may be NULL. */
 struct console_view {
-	const char *version;       /* outboxd version, in the header */
-	int writable;              /* a console token is configured: show requeue/cancel */
-	int mirror_on;             /* kafka.brokers is set */
-	const char *smtp_breaker;  /* "closed", "open", "half-open" */
+	const char *version;      /* outboxd version, in the header */
+	int writable;             /* a console token is configured: show requeue/cancel */
+	int mirror_on;            /* kafka.brokers is set */
+	const char *smtp_breaker; /* "closed", "open", "half-open" */
 	const char *kafka_breaker;
-	json_t *figures;           /* telemetry's last queue figures (depth, oldest, lag_*), or NULL */
-	double figures_age_s;      /* how old they are */
+	json_t *figures;      /* telemetry's last queue figures (depth, oldest, lag_*), or NULL */
+	double figures_age_s; /* how old they are */
 };
 
 /* The static assets, NUL-terminated. */
@@ -34,11 +34,9 @@ int console_html_escape(struct buf *b, const char *s) BUF_MUST_CHECK;
 int console_html_overview(struct buf *b, const struct console_view *v, json_t *doc) BUF_MUST_CHECK;
 /* One message's history; `doc` is outbox.console_message()'s result (NULL or JSON null: not
  * found, with `query` shown). */
-int console_html_message(struct buf *b, const struct console_view *v, json_t *doc,
-			 const char *query) BUF_MUST_CHECK;
+int console_html_message(struct buf *b, const struct console_view *v, json_t *doc, const char *query) BUF_MUST_CHECK;
 /* Search results for `text`; `doc` is outbox.console_search()'s result. */
-int console_html_search(struct buf *b, const struct console_view *v, json_t *doc,
-			const char *text) BUF_MUST_CHECK;
+int console_html_search(struct buf *b, const struct console_view *v, json_t *doc, const char *text) BUF_MUST_CHECK;
 /* A page that only says `message` (escaped) under `title`. */
 int console_html_notice(struct buf *b, const struct console_view *v, const char *title,
 			const char *message) BUF_MUST_CHECK;

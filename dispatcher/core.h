@@ -35,7 +35,7 @@ struct job {
 	enum rcpt_kind *kind;
 	struct rcpt_reply *reply; /* reply[i].text is owned */
 	size_t nrc;
-	size_t outstanding; /* transfers not yet reported */
+	size_t outstanding;      /* transfers not yet reported */
 	uint64_t lease_until_ms; /* monotonic: when the lease as this process last confirmed it
 				    ends (from when the claim or renewal was sent); 0 = lost */
 };
@@ -81,7 +81,7 @@ struct dispatcher {
 	unsigned seconds;          /* maintenance tick: whole seconds since start */
 	uint64_t next_second_ms, next_poll_ms, next_renew_ms, next_mirror_ms;
 	uint64_t claim_sent_ms, renew_sent_ms; /* monotonic: the claim / renewal in flight */
-	size_t renew_sent_n;                    /* rows that renewal asked for */
+	size_t renew_sent_n;                   /* rows that renewal asked for */
 	struct event *ev_claim;
 	struct event *ev_flush;
 	struct event *ev_tick;

@@ -80,8 +80,7 @@ void relay_text_trim_tail(char *s)
 	if (start == 0)
 		return;
 	start--;
-	if (utf8_seq((const unsigned char *)s + start, n - start) != n - start &&
-	    (unsigned char)s[start] >= 0x80)
+	if (utf8_seq((const unsigned char *)s + start, n - start) != n - start && (unsigned char)s[start] >= 0x80)
 		s[start] = '\0';
 }
 

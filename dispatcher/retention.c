@@ -20,11 +20,11 @@
 
 /* "outboxrt"; outbox.retention_lock_key() says the same. */
 #define RETENTION_LOCK_KEY "8031453476610929268"
-#define LOCK_RETRY_TICKS 10      /* a follower asks for the lock again every 10 s */
-#define BACKLOG_ROWS 1000        /* due pending messages above which the purge steps aside */
+#define LOCK_RETRY_TICKS 10 /* a follower asks for the lock again every 10 s */
+#define BACKLOG_ROWS 1000   /* due pending messages above which the purge steps aside */
 #define BACKLOG_PAUSE_MS 5000
 #define ERROR_PAUSE_MS 30000
-#define SLOW_BATCH_MS 1000       /* a batch slower than this means the database is busy */
+#define SLOW_BATCH_MS 1000 /* a batch slower than this means the database is busy */
 #define MAX_PAUSE_MS 30000
 
 struct retention {
@@ -37,8 +37,8 @@ struct retention {
 	/* state */
 	unsigned ticks, next_lock_tick;
 	int leader;
-	int querying;  /* a lock, unlock or purge query is on the wire */
-	int in_pass;   /* a pass started and has not finished */
+	int querying; /* a lock, unlock or purge query is on the wire */
+	int in_pass;  /* a pass started and has not finished */
 	int stopping;
 	uint64_t next_pass_ms;
 	uint64_t batch_started_ms;
@@ -80,8 +80,7 @@ static long long count_removed(struct retention *r, const char *table, json_t *s
 	json_t *n;
 	long long sum = 0;
 
-	json_object_foreach(states, state, n)
-	{
+	json_object_foreach (states, state, n) {
 		long long v = (long long)json_number_value(n);
 		if (v > 0) {
 			telemetry_retention_removed(r->tm, table, state, (double)v);
@@ -244,8 +243,8 @@ static void on_disconnect(struct pgconn *c, void *arg, const char *reason)
 	set_leader(r, 0, reason);
 }
 
-struct retention *retention_new(struct event_base *base, const struct config *cfg, struct telemetry *tm,
-				char *errbuf, size_t errlen)
+struct retention *retention_new(struct event_base *base, const struct config *cfg, struct telemetry *tm, char *errbuf,
+				size_t errlen)
 {
 	struct retention *r = calloc(1, sizeof(*r));
 	struct pg_callbacks cb = { .on_connect = on_connect, .on_disconnect = on_disconnect };

@@ -16,8 +16,8 @@ struct retention;
  * retention.enabled is on and this process wins the lock. cfg must outlive the module; its
  * retention.* keys are read at each use, so a reload that changes them takes effect at
  * once. Returns NULL with errbuf set. */
-struct retention *retention_new(struct event_base *base, const struct config *cfg, struct telemetry *tm,
-				char *errbuf, size_t errlen);
+struct retention *retention_new(struct event_base *base, const struct config *cfg, struct telemetry *tm, char *errbuf,
+				size_t errlen);
 
 /* Called once a second by the dispatcher's maintenance tick: elects, starts passes. */
 void retention_tick(struct retention *r);

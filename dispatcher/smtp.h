@@ -23,7 +23,7 @@ struct smtp_result {
 	struct smtp_outcome outcome;
 	const char *text;
 	int not_attempted;
-	int shared;       /* repeats the outcome of the same transaction already reported for
+	int shared; /* repeats the outcome of the same transaction already reported for
 			     an earlier recipient: the relay's breaker and the reply metrics
 			     have heard it once */
 	double duration_s;
@@ -33,8 +33,7 @@ struct smtp_result {
 typedef void (*smtp_done_fn)(void *arg, size_t index, const struct smtp_result *r);
 
 /* Creates the sink from the smtp.* configuration. Returns NULL with errbuf set. */
-struct smtp_sink *smtp_new(struct event_base *base, const struct config *cfg, char *errbuf,
-			   size_t errlen);
+struct smtp_sink *smtp_new(struct event_base *base, const struct config *cfg, char *errbuf, size_t errlen);
 
 /* Queues one message for rcpt[0..nrcpt) (addresses are copied): MAIL FROM mail_from,
  * the recipients, then msg (bytes with CRLF line ends; borrowed: must stay valid until
@@ -67,10 +66,9 @@ void smtp_free(struct smtp_sink *s);
 /* One engine behind the sink (OpenSMTPD-style backend table). */
 struct smtp_engine {
 	const char *name;
-	void *(*create)(struct event_base *base, const struct config *cfg, char *errbuf,
-			size_t errlen);
-	int (*send)(void *impl, const char *mail_from, const char *const *rcpt, size_t nrcpt,
-		    const struct buf *msg, smtp_done_fn done, void *arg);
+	void *(*create)(struct event_base *base, const struct config *cfg, char *errbuf, size_t errlen);
+	int (*send)(void *impl, const char *mail_from, const char *const *rcpt, size_t nrcpt, const struct buf *msg,
+		    smtp_done_fn done, void *arg);
 	void (*cancel_queued)(void *impl);
 	void (*abort_all)(void *impl);
 	void (*set_rate)(void *impl, double per_s);

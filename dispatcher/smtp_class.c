@@ -19,9 +19,9 @@ enum {
 };
 
 struct rule {
-	int curlcode;            /* ANY_CODE matches every code */
-	long lo, hi;             /* response code range, inclusive */
-	unsigned need;           /* NEED_* bits that must hold */
+	int curlcode;  /* ANY_CODE matches every code */
+	long lo, hi;   /* response code range, inclusive */
+	unsigned need; /* NEED_* bits that must hold */
 	enum smtp_verdict verdict;
 	unsigned char breaker;   /* breaker_failure */
 	unsigned char answered;  /* relay_answered */
@@ -78,8 +78,7 @@ static const struct rule rules[] = {
 	  "reply outside 2xx-5xx after DATA" },
 	{ CURLE_WEIRD_SERVER_REPLY, 600, LONG_MAX, NEED_DATA, SMTP_UNKNOWN, 1, 0, 1, 0,
 	  "reply outside 2xx-5xx after DATA" },
-	{ CURLE_WEIRD_SERVER_REPLY, 300, 399, NEED_DATA, SMTP_UNKNOWN, 1, 0, 1, 1,
-	  "3xx reply to the end of data" },
+	{ CURLE_WEIRD_SERVER_REPLY, 300, 399, NEED_DATA, SMTP_UNKNOWN, 1, 0, 1, 1, "3xx reply to the end of data" },
 	{ CURLE_WEIRD_SERVER_REPLY, 100, 599, 0, SMTP_RETRY, 1, 0, 0, 1, "greeting refused" },
 	{ CURLE_WEIRD_SERVER_REPLY, R_ANY, 0, SMTP_RETRY, 1, 0, 1, 0, "unexpected server reply" },
 
@@ -153,8 +152,7 @@ struct smtp_outcome smtp_classify(int curlcode, long response_code, int flags)
 		o.relay_answered = r->answered;
 		o.charge_attempt = r->charge;
 		o.why = r->why;
-		o.code = r->keep_code && response_code >= 100 && response_code <= 599 ?
-				 (int)response_code : 0;
+		o.code = r->keep_code && response_code >= 100 && response_code <= 599 ? (int)response_code : 0;
 		return o;
 	}
 	return o; /* unreachable: the last row matches everything */
@@ -198,8 +196,7 @@ struct smtp_outcome smtp_classify_event(enum smtp_event ev, int code, int flags)
 		return smtp_classify(CURLE_OUT_OF_MEMORY, 0, flags);
 	case SMTP_EV_LINE_TOO_LONG: {
 		/* no relay can take it (RFC 5321 §4.5.3.1.6); nothing was sent */
-		struct smtp_outcome o = { SMTP_PERMANENT, 0, 0, 0, 1,
-					  "message has a line longer than 998 octets" };
+		struct smtp_outcome o = { SMTP_PERMANENT, 0, 0, 0, 1, "message has a line longer than 998 octets" };
 		return o;
 	}
 	}

@@ -17,9 +17,11 @@ enum smtp_verdict {
 
 /* Bits for the flags argument of smtp_classify(). Bit 0 keeps the meaning of the
  * older "reused_connection" boolean, so passing 0/1 there still works. */
-#define SMTP_F_REUSED    0x1 /* the transfer ran on a cached connection
+#define SMTP_F_REUSED                                                                                                  \
+	0x1 /* the transfer ran on a cached connection
 				(CURLINFO_NUM_CONNECTS == 0) */
-#define SMTP_F_DATA_SENT 0x2 /* the read callback handed over the whole message
+#define SMTP_F_DATA_SENT                                                                                               \
+	0x2 /* the read callback handed over the whole message
 				(returned 0 = EOF), so curl went on to send the final "." */
 
 struct smtp_outcome {

@@ -68,16 +68,16 @@ struct curl_sink {
 	long connect_timeout_ms;
 	long timeout_ms;
 
-	int aborting;     /* smtp_abort_all ran: nothing is sent again; loop only */
+	int aborting;       /* smtp_abort_all ran: nothing is sent again; loop only */
 	int cancel_pending; /* loop only */
 
 	/* shared with the workers, under mu */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct ratelimit rl;
-	struct xfer *qhead, *qtail;   /* not started: workers take from the head */
+	struct xfer *qhead, *qtail; /* not started: workers take from the head */
 	int stopping;
-	struct xfer *done_head;       /* finished by workers, under mu */
+	struct xfer *done_head; /* finished by workers, under mu */
 	struct worker *workers;
 	int nworkers;
 };
@@ -491,8 +491,8 @@ static void *curl_sink_new(struct event_base *base, const struct config *cfg, ch
 	return s;
 }
 
-static struct xfer *xfer_new(struct curl_sink *s, const char *mail_from, const char *rcpt,
-			     const struct buf *msg, smtp_done_fn done, void *arg, size_t index)
+static struct xfer *xfer_new(struct curl_sink *s, const char *mail_from, const char *rcpt, const struct buf *msg,
+			     smtp_done_fn done, void *arg, size_t index)
 {
 	struct xfer *x = calloc(1, sizeof(*x));
 

@@ -29,29 +29,29 @@
 #include "smtp_proto.h"
 
 /* RFC 5321 §4.5.3.2 minimum timeouts; smtp.timeout caps each of them. */
-#define T_COMMAND_MS (5 * 60 * 1000)  /* greeting, EHLO, MAIL, RCPT, AUTH */
+#define T_COMMAND_MS (5 * 60 * 1000) /* greeting, EHLO, MAIL, RCPT, AUTH */
 #define T_DATA_INIT_MS (2 * 60 * 1000)
-#define T_DOT_MS (10 * 60 * 1000)     /* the reply to the final "." or BDAT LAST */
-#define T_QUIT_MS 5000                /* nothing depends on the reply to QUIT */
-#define T_IDLE_MS 60000               /* relays drop idle sessions after a few minutes */
+#define T_DOT_MS (10 * 60 * 1000) /* the reply to the final "." or BDAT LAST */
+#define T_QUIT_MS 5000            /* nothing depends on the reply to QUIT */
+#define T_IDLE_MS 60000           /* relays drop idle sessions after a few minutes */
 
 enum conn_state {
-	CS_CONNECT,   /* TCP connect (and the handshake of implicit TLS) */
+	CS_CONNECT, /* TCP connect (and the handshake of implicit TLS) */
 	CS_GREETING,
 	CS_EHLO,
-	CS_HELO,      /* EHLO refused: plain SMTP */
-	CS_STARTTLS,  /* STARTTLS sent, waiting for 220 */
-	CS_TLS,       /* TLS handshake after STARTTLS */
+	CS_HELO,     /* EHLO refused: plain SMTP */
+	CS_STARTTLS, /* STARTTLS sent, waiting for 220 */
+	CS_TLS,      /* TLS handshake after STARTTLS */
 	CS_AUTH,
-	CS_READY,     /* idle, may take a message */
-	CS_TXN,       /* transaction commands sent, replies being read */
-	CS_BODY,      /* body and "." sent, waiting for the reply */
+	CS_READY, /* idle, may take a message */
+	CS_TXN,   /* transaction commands sent, replies being read */
+	CS_BODY,  /* body and "." sent, waiting for the reply */
 	CS_QUIT,
-	CS_DEAD,      /* closed; freed at the loop tail */
+	CS_DEAD, /* closed; freed at the loop tail */
 };
 
-static const char *const state_names[] = { "connect", "greeting", "ehlo", "helo",  "starttls", "tls",
-					   "auth",    "ready",    "txn",  "body",  "quit",     "dead" };
+static const char *const state_names[] = { "connect", "greeting", "ehlo", "helo", "starttls", "tls",
+					   "auth",    "ready",    "txn",  "body", "quit",     "dead" };
 
 enum step { ST_RSET, ST_MAIL, ST_RCPT, ST_DATA, ST_BDAT };
 
@@ -80,23 +80,23 @@ struct conn {
 	struct event *timer;
 	struct smtp_reply reply;
 	struct smtp_ext ext;
-	int tls;          /* the session is encrypted */
+	int tls; /* the session is encrypted */
 	int auth_step;
 	unsigned auth_mech;
-	int done_txns;    /* transactions completed on this connection */
-	int need_rset;    /* the last transaction ended half-way */
-	int doomed;       /* the relay said 421: no further use */
+	int done_txns; /* transactions completed on this connection */
+	int need_rset; /* the last transaction ended half-way */
+	int doomed;    /* the relay said 421: no further use */
 	/* the transaction, when m != NULL */
 	struct nmsg *m;
 	int rset_first;
 	int pipelining, bdat;
 	size_t nsteps, sent, answered;
 	int mail_code;
-	char *fail_text;  /* MAIL or DATA refusal line */
+	char *fail_text; /* MAIL or DATA refusal line */
 	size_t rcpt_ok;
-	int body_sent;    /* the body and its end were handed to the socket */
+	int body_sent; /* the body and its end were handed to the socket */
 	int any_reply;
-	int voided;       /* nobody can receive it: replies are read and ignored */
+	int voided;                 /* nobody can receive it: replies are read and ignored */
 	struct smtp_body_info body; /* the message's scan, for MAIL's parameters */
 	struct conn *next_dead;
 };
@@ -112,7 +112,7 @@ struct native {
 	enum smtp_tls_mode tls;
 	char *helo;
 	char *username, *password, *token_file;
-	char *token;      /* cached XOAUTH2 token and the file state it came from */
+	char *token; /* cached XOAUTH2 token and the file state it came from */
 	struct stat token_st;
 	int max_msgs;
 	uint64_t connect_ms, timeout_ms;
@@ -244,8 +244,8 @@ static void conn_set_state(struct conn *c, enum conn_state st)
 	uint64_t ms = 0;
 
 	if (log_enabled(LOG_DEBUG))
-		log_debug("smtp connection state", "iconn", (long long)c->id, "sfrom", state_names[c->state],
-			  "sto", state_names[st], NULL);
+		log_debug("smtp connection state", "iconn", (long long)c->id, "sfrom", state_names[c->state], "sto",
+			  state_names[st], NULL);
 	c->state = st;
 	switch (st) {
 	case CS_CONNECT:
@@ -432,8 +432,8 @@ static void conn_fail(struct conn *c, enum smtp_event ev, int code, const char *
 	if (c->state == CS_DEAD)
 		return;
 	if (log_enabled(LOG_DEBUG))
-		log_debug("smtp connection failed", "iconn", (long long)c->id, "sstate", state_names[c->state],
-			  "ismtp", (long long)code, "serror", text ? text : "", NULL);
+		log_debug("smtp connection failed", "iconn", (long long)c->id, "sstate", state_names[c->state], "ismtp",
+			  (long long)code, "serror", text ? text : "", NULL);
 	if (c->m && refused(c->mail_code)) {
 		/* MAIL was refused: nothing that follows could have delivered it */
 		txn_report(c, SMTP_EV_REFUSED, c->mail_code, c->fail_text);
@@ -497,7 +497,8 @@ static int write_step(struct conn *c, enum step st, size_t rcpt)
 		return conn_write(c, "DATA\r\n", 6);
 	case ST_BDAT:
 		/* BDAT carries the bytes as they are: no dot-stuffing, no terminator */
-		if (conn_printf(c, "BDAT %zu LAST\r\n", b->len) != 0 || conn_write(c, b->data ? b->data : "", b->len) != 0)
+		if (conn_printf(c, "BDAT %zu LAST\r\n", b->len) != 0 ||
+		    conn_write(c, b->data ? b->data : "", b->len) != 0)
 			return -1;
 		c->body_sent = 1;
 		return 0;
@@ -743,8 +744,7 @@ static void start_tls(struct conn *c)
 		conn_fail(c, SMTP_EV_LOCAL, 0, "cannot create a TLS session");
 		return;
 	}
-	tb = bufferevent_openssl_filter_new(s->base, c->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
-					    BEV_OPT_CLOSE_ON_FREE);
+	tb = bufferevent_openssl_filter_new(s->base, c->bev, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
 	if (tb == NULL) {
 		SSL_free(ssl);
 		conn_fail(c, SMTP_EV_LOCAL, 0, "cannot create a TLS session");
@@ -834,9 +834,9 @@ static int auth_xoauth2(struct conn *c)
 	if (tok == NULL)
 		return 1;
 	buf_init(&b);
-	rc = buf_printf(&b, "user=%s\001auth=Bearer %s\001\001", s->username, tok) != 0 ?
-		     -1 :
-		     write_b64(c, "AUTH XOAUTH2 ", b.data, b.len);
+	rc = buf_printf(&b, "user=%s\001auth=Bearer %s\001\001", s->username, tok) != 0
+		     ? -1
+		     : write_b64(c, "AUTH XOAUTH2 ", b.data, b.len);
 	if (b.data)
 		memset(b.data, 0, b.cap);
 	buf_free(&b);
@@ -1153,7 +1153,8 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 		return;
 	default:
 		conn_fail(c, SMTP_EV_TIMEOUT, 0,
-			  c->body_sent ? "timeout waiting for the reply to the message" : "timeout waiting for the relay");
+			  c->body_sent ? "timeout waiting for the reply to the message"
+				       : "timeout waiting for the relay");
 		return;
 	}
 }
@@ -1180,8 +1181,8 @@ static int conn_open(struct native *s, struct nmsg *m)
 	if (s->implicit_tls) {
 		SSL *ssl = ssl_for(s);
 		c->bev = ssl ? bufferevent_openssl_socket_new(s->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
-							     BEV_OPT_CLOSE_ON_FREE) :
-			       NULL;
+							      BEV_OPT_CLOSE_ON_FREE)
+			     : NULL;
 		if (c->bev == NULL && ssl)
 			SSL_free(ssl);
 		if (c->bev)
@@ -1340,8 +1341,8 @@ static void *native_new(struct event_base *base, const struct config *cfg, char 
 	s->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
 	if (s->dns == NULL)
 		s->dns = evdns_base_new(base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
-	if (s->conns == NULL || s->ev_pump == NULL || s->ev_kick == NULL || s->ev_rl == NULL ||
-	    s->ev_reap == NULL || s->dns == NULL) {
+	if (s->conns == NULL || s->ev_pump == NULL || s->ev_kick == NULL || s->ev_rl == NULL || s->ev_reap == NULL ||
+	    s->dns == NULL) {
 		snprintf(errbuf, errlen, "out of memory");
 		native_free(s);
 		return NULL;
@@ -1371,8 +1372,8 @@ static void *native_new(struct event_base *base, const struct config *cfg, char 
 	return s;
 }
 
-static int native_send(void *impl, const char *mail_from, const char *const *rcpt, size_t nrcpt,
-		       const struct buf *msg, smtp_done_fn done, void *arg)
+static int native_send(void *impl, const char *mail_from, const char *const *rcpt, size_t nrcpt, const struct buf *msg,
+		       smtp_done_fn done, void *arg)
 {
 	struct native *s = impl;
 	struct nmsg *m = nmsg_new(mail_from, rcpt, nrcpt, msg, done, arg);
@@ -1409,8 +1410,8 @@ static void native_abort_all(void *impl)
 			if (c->body_sent) {
 				struct smtp_outcome o = { SMTP_UNKNOWN, 0, 0, 0, 1, "aborted after DATA" };
 				for (size_t k = 0; k < m->n; k++)
-					report(m, k, &o, "aborted while waiting for the relay's reply to the message", 0,
-					       k > 0);
+					report(m, k, &o, "aborted while waiting for the relay's reply to the message",
+					       0, k > 0);
 				nmsg_free(m);
 			} else {
 				nmsg_not_attempted(m, "aborted before the message was sent");

@@ -188,8 +188,7 @@ void smtp_body_scan(const char *body, size_t n, struct smtp_body_info *bi)
 	}
 }
 
-int smtp_dot_stuff(const char *body, size_t n, int (*emit)(void *arg, const char *p, size_t len),
-		   void *arg)
+int smtp_dot_stuff(const char *body, size_t n, int (*emit)(void *arg, const char *p, size_t len), void *arg)
 {
 	size_t seg = 0, i = 0;
 

@@ -16,10 +16,10 @@
 
 /* One reply being assembled line by line. */
 struct smtp_reply {
-	int code;                    /* 3-digit code of the first line, 0 before it */
-	int nlines;                  /* lines taken so far */
-	char enhanced[16];           /* "5.1.1" from the last line, or "" */
-	char text[SMTP_TEXT_MAX];    /* last line as received ("550 5.1.1 User unknown"),
+	int code;                 /* 3-digit code of the first line, 0 before it */
+	int nlines;               /* lines taken so far */
+	char enhanced[16];        /* "5.1.1" from the last line, or "" */
+	char text[SMTP_TEXT_MAX]; /* last line as received ("550 5.1.1 User unknown"),
 					made safe by relay_text_clean() (control bytes and
 					invalid UTF-8 as \xNN) */
 };
@@ -70,10 +70,10 @@ void smtp_ext_line(struct smtp_ext *e, const char *line, size_t len);
 
 /* What the client must know about a message body before sending it. */
 struct smtp_body_info {
-	int eight_bit;      /* some byte >= 0x80: needs BODY=8BITMIME */
-	size_t longest;     /* longest line in octets, CR LF not counted */
-	size_t dots;        /* lines starting with '.' (each costs one more octet in DATA) */
-	int ends_crlf;      /* the last line is terminated (or the body is empty) */
+	int eight_bit;  /* some byte >= 0x80: needs BODY=8BITMIME */
+	size_t longest; /* longest line in octets, CR LF not counted */
+	size_t dots;    /* lines starting with '.' (each costs one more octet in DATA) */
+	int ends_crlf;  /* the last line is terminated (or the body is empty) */
 };
 
 /* Scans body[0..n). Pure. */
@@ -83,8 +83,7 @@ void smtp_body_scan(const char *body, size_t n, struct smtp_body_info *bi);
  * more '.', a missing final CRLF is added, and ".\r\n" ends it. emit receives
  * consecutive pieces (pointing into body where possible) and returns 0, or -1 to stop.
  * Returns 0, or -1 when emit failed. */
-int smtp_dot_stuff(const char *body, size_t n, int (*emit)(void *arg, const char *p, size_t len),
-		   void *arg);
+int smtp_dot_stuff(const char *body, size_t n, int (*emit)(void *arg, const char *p, size_t len), void *arg);
 
 /* 1 if s holds a byte >= 0x80 (an address that needs SMTPUTF8). */
 int smtp_needs_utf8(const char *s);

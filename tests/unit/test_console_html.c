@@ -14,7 +14,9 @@ static void check_clean(const char *page, const char *what)
 	CHECK(strstr(page, "<img") == NULL, "%s: raw <img> from data", what);
 	CHECK(strstr(page, "onerror=alert") == NULL || strstr(page, "&lt;img src=x onerror=alert") != NULL,
 	      "%s: an attribute from data", what);
-	CHECK(strstr(page, "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&gt;&lt;img src=x onerror=alert(2)&gt;&amp;amp;") != NULL,
+	CHECK(strstr(page,
+		     "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&gt;&lt;img src=x onerror=alert(2)&gt;&amp;amp;") !=
+		      NULL,
 	      "%s: escaped text missing", what);
 }
 
@@ -97,7 +99,8 @@ static void test_message(void)
 		" \"events\": [{\"id\": 1, \"type\": \"email.retry\", \"state\": \"pending\", \"created_at\": \"x\","
 		"   \"payload\": {\"attempts\": 1, \"code\": 451, \"error\": %s}}]}");
 	json_t *no_body = json_loads("{\"message\": {\"id\": 3, \"state\": \"dead\", \"subject\": \"s\"},"
-				     " \"recipients\": [], \"events\": []}", 0, NULL);
+				     " \"recipients\": [], \"events\": []}",
+				     0, NULL);
 	struct buf b;
 
 	buf_init(&b);

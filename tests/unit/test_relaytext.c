@@ -49,7 +49,7 @@ static void test_clean(void)
 
 static void test_trim_tail(void)
 {
-	char a[] = "ab\xE2\x82";  /* euro sign cut after 2 of 3 bytes */
+	char a[] = "ab\xE2\x82"; /* euro sign cut after 2 of 3 bytes */
 	char b[] = "ab\xE2\x82\xAC";
 	char c[] = "ab\xC3";
 	char d[] = "plain";

@@ -105,12 +105,11 @@ static void test_table(void)
 		const struct row *r = &rows[i];
 		struct smtp_outcome o = smtp_classify(r->curlcode, r->resp, r->flags);
 		int ok = o.verdict == r->verdict && o.breaker_failure == r->breaker &&
-			 o.relay_answered == r->answered && o.charge_attempt == r->charge &&
-			 o.code == r->code && o.why != NULL && o.why[0] != '\0';
-		CHECK(ok, "%s: got %s brk=%d ans=%d chg=%d code=%d (%s); want %s brk=%d ans=%d chg=%d code=%d",
-		      r->what, smtp_verdict_name(o.verdict), o.breaker_failure, o.relay_answered,
-		      o.charge_attempt, o.code, o.why ? o.why : "-", smtp_verdict_name(r->verdict),
-		      r->breaker, r->answered, r->charge, r->code);
+			 o.relay_answered == r->answered && o.charge_attempt == r->charge && o.code == r->code &&
+			 o.why != NULL && o.why[0] != '\0';
+		CHECK(ok, "%s: got %s brk=%d ans=%d chg=%d code=%d (%s); want %s brk=%d ans=%d chg=%d code=%d", r->what,
+		      smtp_verdict_name(o.verdict), o.breaker_failure, o.relay_answered, o.charge_attempt, o.code,
+		      o.why ? o.why : "-", smtp_verdict_name(r->verdict), r->breaker, r->answered, r->charge, r->code);
 	}
 }
 
@@ -118,7 +117,7 @@ static void test_table(void)
  * answered never both; retry-now never charges; ok never hits the breaker. */
 static void test_invariants(void)
 {
-	static const long resps[] = { -1, 0, 100, 199, 220, 250, 251, 354, 421, 450, 452,
+	static const long resps[] = { -1,  0,   100, 199, 220, 250, 251, 354, 421, 450, 452,
 				      499, 500, 530, 535, 538, 550, 554, 599, 600, 999 };
 	/* codes that cannot happen once a reply was read: a 354 with them is impossible */
 	static const int pre_connect[] = { CURLE_COULDNT_RESOLVE_PROXY, CURLE_COULDNT_RESOLVE_HOST,
@@ -148,8 +147,8 @@ static void test_invariants(void)
 				     (resps[k] / 100 < 2 || resps[k] / 100 == 3 || resps[k] > 599) &&
 				     (o.verdict != SMTP_UNKNOWN || !o.charge_attempt))) {
 					bad++;
-					fprintf(stderr, "invariant broken: cc=%d resp=%ld f=%d -> %s\n", cc,
-						resps[k], f, smtp_verdict_name(o.verdict));
+					fprintf(stderr, "invariant broken: cc=%d resp=%ld f=%d -> %s\n", cc, resps[k],
+						f, smtp_verdict_name(o.verdict));
 				}
 			}
 	CHECK_INT(bad, 0);

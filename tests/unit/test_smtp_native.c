@@ -21,19 +21,19 @@
 /* ---- the scripted relay ------------------------------------------------------------- */
 
 struct relay {
-	const char *greeting;  /* sent raw at connect */
-	const char *ehlo_ext;  /* "250-PIPELINING\r\n..." lines before the final "250 OK" */
-	const char *dot_reply; /* raw reply to the final "." / BDAT LAST; NULL = close */
-	int silent_mail;       /* from MAIL on, answer nothing (a hung relay) */
+	const char *greeting;   /* sent raw at connect */
+	const char *ehlo_ext;   /* "250-PIPELINING\r\n..." lines before the final "250 OK" */
+	const char *dot_reply;  /* raw reply to the final "." / BDAT LAST; NULL = close */
+	int silent_mail;        /* from MAIL on, answer nothing (a hung relay) */
 	const char *mail_reply; /* raw reply to MAIL, then close; NULL = "250" and go on */
-	int mail_cap;          /* answer the 2nd MAIL on a connection with 452 (a per-connection cap) */
-	int mails;             /* MAIL commands on the current connection */
+	int mail_cap;           /* answer the 2nd MAIL on a connection with 452 (a per-connection cap) */
+	int mails;              /* MAIL commands on the current connection */
 	int silent;
 	struct event_base *base;
 	int fd;
 	int conns;
-	struct buf log;        /* every command line, '\n'-separated */
-	struct buf body;       /* the last message, unstuffed */
+	struct buf log;  /* every command line, '\n'-separated */
+	struct buf body; /* the last message, unstuffed */
 	struct bufferevent *bev;
 	int in_data;
 	size_t bdat_left;
@@ -291,7 +291,9 @@ static struct buf message(const char *text)
 
 static void test_one_transaction(const char *ext, int chunking)
 {
-	struct relay script = { .greeting = "220 relay ESMTP\r\n", .ehlo_ext = ext, .dot_reply = "250 2.0.0 queued\r\n" };
+	struct relay script = { .greeting = "220 relay ESMTP\r\n",
+				.ehlo_ext = ext,
+				.dot_reply = "250 2.0.0 queued\r\n" };
 	const char *rcpt[] = { "ok1@example.com", "perm@example.com", "temp@example.com", "ok2@example.com" };
 	struct buf msg = message("Subject: t\r\n\r\n.leading dot\r\nbody\r\n");
 	struct run t;
@@ -321,7 +323,8 @@ static void test_one_transaction(const char *ext, int chunking)
 
 static void test_rset_after_refusal(void)
 {
-	struct relay script = { .greeting = "220 relay\r\n", .ehlo_ext = "250-PIPELINING\r\n",
+	struct relay script = { .greeting = "220 relay\r\n",
+				.ehlo_ext = "250-PIPELINING\r\n",
 				.dot_reply = "250 queued\r\n" };
 	const char *bad[] = { "perm@example.com" }, *good[] = { "ok@example.com" };
 	struct buf msg = message("Subject: r\r\n\r\nx\r\n");
@@ -340,8 +343,10 @@ static void test_rset_after_refusal(void)
 
 static void test_reconnect_after_mail_4xx(void)
 {
-	struct relay script = { .greeting = "220 relay\r\n", .ehlo_ext = "250-PIPELINING\r\n",
-				.dot_reply = "250 queued\r\n", .mail_cap = 1 };
+	struct relay script = { .greeting = "220 relay\r\n",
+				.ehlo_ext = "250-PIPELINING\r\n",
+				.dot_reply = "250 queued\r\n",
+				.mail_cap = 1 };
 	const char *rcpt[] = { "ok@example.com" };
 	struct buf msg = message("Subject: c\r\n\r\nx\r\n");
 	struct run t;
@@ -396,15 +401,16 @@ static void test_hostile(void)
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct relay script = { .greeting = cases[i].greeting,
 					.ehlo_ext = cases[i].ext ? cases[i].ext : "250-PIPELINING\r\n",
-					.dot_reply = cases[i].dot_reply, .silent_mail = cases[i].silent_mail,
+					.dot_reply = cases[i].dot_reply,
+					.silent_mail = cases[i].silent_mail,
 					.mail_reply = cases[i].mail_reply };
 		struct run t;
 
 		CHECK(run_start(&t, &script, "1s") == 0, "start");
 		run_send(&t, rcpt, 2, &msg);
 		for (int k = 0; k < 2; k++)
-			CHECK(t.res[k].outcome.verdict == cases[i].want, "%s: recipient %d got %s (%s)", cases[i].what, k,
-			      smtp_verdict_name(t.res[k].outcome.verdict), t.res[k].text);
+			CHECK(t.res[k].outcome.verdict == cases[i].want, "%s: recipient %d got %s (%s)", cases[i].what,
+			      k, smtp_verdict_name(t.res[k].outcome.verdict), t.res[k].text);
 		run_end(&t);
 	}
 	buf_free(&msg);

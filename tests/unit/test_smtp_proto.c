@@ -100,9 +100,16 @@ static void test_ehlo(void)
 {
 	struct smtp_ext e;
 	static const char *const lines[] = {
-		"250-pipelining",    "250-SIZE 10240000", "250-8BITMIME",       "250-SMTPUTF8",
-		"250-CHUNKING",      "250-STARTTLS",      "250-AUTH PLAIN LOGIN CRAM-MD5",
-		"250-AUTH=XOAUTH2",  "250-X-UNKNOWN a b", "250 ENHANCEDSTATUSCODES",
+		"250-pipelining",
+		"250-SIZE 10240000",
+		"250-8BITMIME",
+		"250-SMTPUTF8",
+		"250-CHUNKING",
+		"250-STARTTLS",
+		"250-AUTH PLAIN LOGIN CRAM-MD5",
+		"250-AUTH=XOAUTH2",
+		"250-X-UNKNOWN a b",
+		"250 ENHANCEDSTATUSCODES",
 	};
 
 	memset(&e, 0, sizeof(e));
