@@ -1214,6 +1214,8 @@ static int second_document_line(const char *data)
 static void report_unknown_env(FILE *errs)
 {
 	extern char **environ;
+	/* read by `outboxd migrate`, not keys: the same environment serves both commands */
+	static const char *const other[] = { "OUTBOXD_MIGRATIONS_DIR", "OUTBOXD_SQL_DIR" };
 
 	for (char **ev = environ; ev && *ev; ev++) {
 		const char *eq = strchr(*ev, '=');
@@ -1222,6 +1224,8 @@ static void report_unknown_env(FILE *errs)
 
 		if (strncmp(*ev, "OUTBOXD_", 8) != 0)
 			continue;
+		for (size_t i = 0; i < sizeof(other) / sizeof(other[0]) && !known; i++)
+			known = strlen(other[i]) == n && strncmp(other[i], *ev, n) == 0;
 		for (size_t i = 0; i < NKEYS && !known; i++) {
 			char env[96];
 

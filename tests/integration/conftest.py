@@ -82,9 +82,19 @@ class Database:
         return r
 
 
+# Variables that steer the test harness, not the daemon: kept out of its environment, where
+# outboxd would rightly warn about an OUTBOXD_* variable that names no key.
+HARNESS_VARS = ("OUTBOXD_BIN", "OUTBOXD_SANITIZED", "OUTBOXD_KEEP_LOGS", "OUTBOXD_TEST_SMTP_ENGINES")
+
+
+def daemon_env():
+    """This process's environment without the harness's own OUTBOXD_* variables."""
+    return {k: v for k, v in os.environ.items() if k not in HARNESS_VARS}
+
+
 def run_outboxd(*args, env=None, timeout=60, **kw):
     """Runs build/outboxd with args and returns the CompletedProcess (text)."""
-    e = dict(os.environ)
+    e = daemon_env()
     if env:
         e.update(env)
     return subprocess.run([OUTBOXD, *args], capture_output=True, text=True, env=e, timeout=timeout, **kw)

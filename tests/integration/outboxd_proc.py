@@ -11,7 +11,7 @@ import time
 
 import psycopg2
 
-from conftest import OUTBOXD
+from conftest import OUTBOXD, daemon_env
 
 
 SANITIZER_MARKS = re.compile(r"ERROR: (Address|Leak)Sanitizer|:\d+:\d+: runtime error: ")
@@ -22,7 +22,7 @@ class Outboxd:
 
     def __init__(self, db, smtp_url, env=None, name="outboxd"):
         self.db = db
-        self.env = dict(os.environ)
+        self.env = daemon_env()
         self.env.update({
             "OUTBOXD_DATABASE_URL": db.url,
             "OUTBOXD_SMTP_URL": smtp_url,

@@ -66,3 +66,13 @@ def test_unknown_outboxd_variable_is_reported_without_its_value(tmp_path):
     r = run("check-config", "--config", str(cfg), env={"OUTBOXD_SMTP_PASWORD": "s3cret-value"})
     assert "OUTBOXD_SMTP_PASWORD" in r.stderr and "not a configuration key" in r.stderr
     assert "s3cret-value" not in r.stderr + r.stdout
+
+
+def test_migrate_variables_are_not_reported_as_unknown(tmp_path):
+    """One environment serves `migrate` and `run`: the variables migrate reads are no typo."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(DB)
+    r = run("check-config", "--config", str(cfg),
+            env={"OUTBOXD_MIGRATIONS_DIR": str(tmp_path), "OUTBOXD_SQL_DIR": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert "not a configuration key" not in r.stderr, r.stderr
