@@ -152,6 +152,10 @@ GOLIVE_ENV ?= local
 smoke:
 	@bash ops/scripts/smoke-tests.sh $(GOLIVE_ENV)
 
+# The release in ops/PREVIOUS_RELEASE against the current schema, under traffic and back.
+rollback-drill: all
+	@bash ops/scripts/rollback-drill.sh $(GOLIVE_ENV)
+
 load-test: all
 	@bash ops/scripts/load-test.sh $(or $(SCENARIO),all) $(GOLIVE_ENV) --scale $(or $(SCALE),1)
 

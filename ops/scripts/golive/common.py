@@ -118,3 +118,27 @@ def print_table(title, rows, headers=("check", "result", "detail")):
     print("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths + [0])).rstrip())
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths + [0])).rstrip())
+
+
+def free_port():
+    """A loopback port free at the time of asking."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def stop_procs(procs, timeout=60):
+    """SIGTERM to each still running (newest first), then wait; SIGKILL what outlives timeout."""
+    import signal
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

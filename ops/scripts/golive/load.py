@@ -37,13 +37,6 @@ PY = "/usr/bin/python3"
 BODY = "Load test message of the outboxd go-live kit.\n" * 4
 
 
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_http(url, proc=None, timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -102,18 +95,18 @@ class OwnStack:
         subprocess.run([c.outboxd_bin(), "migrate", "--database-url", self.dsn], check=True,
                        capture_output=True, timeout=120)
         self.relay_log = os.path.join(self.tmp, "relay.log")
-        rport = free_port()
+        rport = c.free_port()
         self.relay = self.spawn([PY, RELAY, "--port", str(rport), "--delay-ms", str(delay_ms),
                                  "--log", self.relay_log], "relay")
         brokers = ""
         if mirror:
             self.kafka_dir = os.path.join(self.tmp, "kafka")
-            out = subprocess.run(["bash", KAFKA_SH, "up", "--dir", self.kafka_dir, "--port", str(free_port())],
+            out = subprocess.run(["bash", KAFKA_SH, "up", "--dir", self.kafka_dir, "--port", str(c.free_port())],
                                  check=True, capture_output=True, text=True, timeout=180).stdout
             brokers = out.split("KAFKA_BOOTSTRAP=", 1)[1].split()[0].strip("'\"")
         self.http, self.dispatchers = [], []
         for i in range(replicas):
-            port = free_port()
+            port = c.free_port()
             e = dict(os.environ, OUTBOXD_DATABASE_URL=self.dsn, OUTBOXD_SMTP_URL=f"smtp://127.0.0.1:{rport}",
                      OUTBOXD_SMTP_TLS="none", OUTBOXD_SMTP_FROM="load@example.org",
                      OUTBOXD_HTTP_LISTEN=f"127.0.0.1:{port}", OUTBOXD_SMTP_POOL_SIZE=str(pool),
@@ -143,15 +136,7 @@ class OwnStack:
         return sum(v[0] for v in vals), sum(v[1] for v in vals), max(v[1] for v in vals)
 
     def stop(self):
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        c.stop_procs(self.procs)
         if self.kafka_dir:
             subprocess.run(["bash", KAFKA_SH, "destroy", "--dir", self.kafka_dir], capture_output=True, timeout=120)
         subprocess.run([PG_LOCAL, "destroy", self.pgdir], capture_output=True, timeout=120)
