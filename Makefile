@@ -156,6 +156,10 @@ smoke:
 rollback-drill: all
 	@bash ops/scripts/rollback-drill.sh $(GOLIVE_ENV)
 
+# Point-in-time restore under traffic on a throwaway cluster; prints RPO and RTO.
+dr-drill: all
+	@bash ops/scripts/dr-drill.sh $(GOLIVE_ENV)
+
 load-test: all
 	@bash ops/scripts/load-test.sh $(or $(SCENARIO),all) $(GOLIVE_ENV) --scale $(or $(SCALE),1)
 

@@ -19,13 +19,9 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 import common as c
-
-PG_LOCAL = os.path.join(c.ROOT, "ops", "scripts", "pg-local.sh")
-RELAY = os.path.join(c.ROOT, "tests", "bench", "delay_relay.py")
-PY = "/usr/bin/python3"
+import drill
 
 
 def log(msg):
@@ -72,57 +68,17 @@ def build_previous(commit):
     return binary, full, time.monotonic() - t0
 
 
-def ready(url, timeout):
-    """Seconds until url answers 200, or None."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return time.monotonic() - t0
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return None
-
-
-class Drill:
-    def __init__(self, tmp, args):
-        self.tmp, self.args = tmp, args
-        self.procs = []
-        self.pgdir = os.path.join(tmp, "pg")
-        self.failures = []
-
-    def spawn(self, argv, name, env=None):
-        out = open(os.path.join(self.tmp, f"{name}.log"), "ab")
-        p = subprocess.Popen(argv, env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
-        self.procs.append(p)
-        return p
-
+class Rollback(drill.Drill):
     def start_stack(self):
-        out = subprocess.run([PG_LOCAL, "start", self.pgdir], check=True, capture_output=True, text=True).stdout
+        out = subprocess.run([drill.PG_LOCAL, "start", self.pgdir], check=True, capture_output=True,
+                             text=True).stdout
         env = dict(w.split("=", 1) for w in out.split() if "=" in w)
         self.dsn = f"postgresql://postgres@127.0.0.1:{env['PGPORT']}/postgres"
         m = subprocess.run([c.outboxd_bin(), "migrate", "--database-url", self.dsn], capture_output=True,
                            text=True, timeout=120)
         if m.returncode != 0:
             raise SystemExit(f"rollback-drill: migrate failed: {m.stderr}")
-        self.relay_log = os.path.join(self.tmp, "relay.log")
-        self.relay_port = c.free_port()
-        self.spawn([PY, RELAY, "--port", str(self.relay_port), "--log", self.relay_log], "relay")
-        self.http_port = c.free_port()
-
-    def start_outboxd(self, binary, name):
-        e = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOXD_")}
-        e.update(OUTBOXD_DATABASE_URL=self.dsn, OUTBOXD_SMTP_URL=f"smtp://127.0.0.1:{self.relay_port}",
-                 OUTBOXD_SMTP_TLS="none", OUTBOXD_SMTP_FROM="drill@example.org",
-                 OUTBOXD_HTTP_LISTEN=f"127.0.0.1:{self.http_port}", OUTBOXD_LOG_LEVEL="info",
-                 OUTBOXD_DISPATCHER_OWNER=name)
-        p = self.spawn([binary, "run"], name, env=e)
-        took = ready(f"http://127.0.0.1:{self.http_port}/health/ready", 30)
-        if took is None or p.poll() is not None:
-            self.failures.append(f"{name}: /health/ready not 200 within 30 s (see {name}.log)")
-        return p, took
+        self.start_relay()
 
     def stop_outboxd(self, p, name):
         """SIGTERM as Kubernetes sends it; the drain must end by itself."""
@@ -153,9 +109,6 @@ class Drill:
             ids.append(cur.fetchone()[0])
             conn.commit()
 
-    def stop(self):
-        c.stop_procs(self.procs, 30)
-        subprocess.run([PG_LOCAL, "destroy", self.pgdir], capture_output=True, timeout=120)
 
 
 def main():
@@ -177,8 +130,8 @@ def main():
 
     tmp = tempfile.mkdtemp(prefix="outboxd-rollback-")
     os.chmod(tmp, 0o755)  # the cluster runs as postgres when the drill runs as root
-    d = Drill(tmp, args)
-    try:
+    d = Rollback(tmp, "rollback-drill")
+    with d:
         d.start_stack()
         conn = psycopg2.connect(d.dsn)
         schema = subprocess.run(["psql", "-X", "-A", "-t", "-d", d.dsn, "-c",
@@ -215,20 +168,15 @@ def main():
                 break
             time.sleep(0.2)
         d.stop_outboxd(fwd_p, "forward")
-        d.procs[0].send_signal(signal.SIGTERM)  # the relay flushes its log on SIGTERM
-        d.procs[0].wait(10)
+        d.relay.send_signal(signal.SIGTERM)  # the relay flushes its log on SIGTERM
+        d.relay.wait(10)
 
         cur.execute("SELECT state, count(*) FROM outbox.messages GROUP BY 1")
         states = dict(cur.fetchall())
         cur.execute("SELECT id, message_id FROM outbox.messages")
         mid_of = {r[0]: r[1].strip("<>") for r in cur.fetchall()}
         conn.close()
-        deliveries = collections.Counter()
-        with open(d.relay_log, encoding="utf-8") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) == 2:
-                    deliveries[parts[1]] += 1
+        deliveries = collections.Counter(mid for _, mid in drill.relay_deliveries(d.relay_log))
         committed = len(ids)
         known = set(mid_of.values())
         lost = [i for i in ids if i not in mid_of or deliveries[mid_of[i]] == 0]
@@ -240,26 +188,12 @@ def main():
         log(f"committed {committed}, sent {states.get('sent', 0)}, states {dict(sorted(states.items()))}")
         log(f"delivered {sum(deliveries.values())} times for {len(deliveries)} Message-IDs; "
             f"duplicates {dups} (same Message-ID); lost {len(lost)}; stuck sending {stuck}")
-        if lost:
-            d.failures.append(f"{len(lost)} committed messages never delivered (ids {lost[:5]}...)")
-        if stuck:
-            d.failures.append(f"{stuck} messages left sending")
-        if unsent:
-            d.failures.append(f"{unsent} committed messages not sent")
-        if foreign:
-            d.failures.append(f"{len(foreign)} deliveries with a Message-ID no row has")
-        if committed != args.messages:
-            d.failures.append(f"the producer committed {committed} of {args.messages}")
-    finally:
-        d.stop()
-        if args.keep or d.failures:
-            log(f"work directory kept: {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    for f in d.failures:
-        log(f"FAIL: {f}")
-    log("PASS" if not d.failures else "FAIL")
-    return 0 if not d.failures else 1
+        d.expect(not lost, f"{len(lost)} committed messages never delivered (ids {lost[:5]}...)")
+        d.expect(not stuck, f"{stuck} messages left sending")
+        d.expect(not unsent, f"{unsent} committed messages not sent")
+        d.expect(not foreign, f"{len(foreign)} deliveries with a Message-ID no row has")
+        d.expect(committed == args.messages, f"the producer committed {committed} of {args.messages}")
+    return d.verdict(args.keep)
 
 
 if __name__ == "__main__":
