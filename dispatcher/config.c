@@ -91,6 +91,11 @@ static int check_no_space(const char *v, char *msg, size_t msglen);
 static const struct config_key keys[] = {
 	{ "database.url", KT_STRING, F_STR(database_url), "", 0, 0, NULL, NULL, 0, KF_MASK_URL,
 	  "PostgreSQL connection URL or conninfo (required; postgresql:// alone takes libpq's PG* environment)" },
+	{ "database.password", KT_SECRET, F_STR(database_password), "", 0, 0, NULL, NULL, 0, 0,
+	  "password for database.url's user, over one in the URL (secret; prefer database.password_file)" },
+	{ "database.password_file", KT_SECRET_FILE, F_STR(database_password_file), "", 0, 0, NULL, NULL,
+	  F_STR(database_password), 0,
+	  "file holding the database password (a mounted Secret); trailing CR/LF characters are dropped" },
 	{ "database.connect_timeout", KT_DURATION, F_I64(database_connect_timeout_ms), "5s", SEC(1),
 	  MIN(5), NULL, NULL, 0, 0, "give up one connection attempt after this long" },
 	{ "database.statement_timeout", KT_DURATION, F_I64(database_statement_timeout_ms), "30s", 0,
@@ -1132,6 +1137,11 @@ static const char *read_strerror(int err)
 	return err == ERR_NOT_REGULAR ? "not a regular file" : strerror(err);
 }
 
+const char *config_secret_strerror(int err)
+{
+	return read_strerror(err);
+}
+
 /* Regular files only: opened without blocking (a FIFO with no writer would hold start-up
  * forever) and checked with fstat before a byte is read. */
 static char *read_file(const char *path, size_t max, size_t *len, int *err)
@@ -1252,7 +1262,7 @@ struct layer {
 };
 
 /* Reads a secret file: content minus trailing CR/LF. NULL with errno-style *err on failure. */
-static char *secret_read(const char *path, int *err)
+char *config_secret_read(const char *path, int *err)
 {
 	size_t len = 0;
 	char *s = read_file(path, 65536, &len, err);
@@ -1309,7 +1319,7 @@ static void secrets_load(struct config *cfg, const struct layer *ly, struct errs
 		path = *(char *const *)field_cptr(cfg, k->offset);
 		if (!path || !*path)
 			continue;
-		s = secret_read(path, &err);
+		s = config_secret_read(path, &err);
 		if (!s) {
 			err_key(e, k, ly->src[i], "cannot read %s: %s", path,
 				err == EINVAL ? "contains a NUL byte" : read_strerror(err));

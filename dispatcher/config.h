@@ -15,6 +15,8 @@ enum smtp_engine_kind { SMTP_ENGINE_NATIVE, SMTP_ENGINE_LIBCURL };
 struct config {
 	/* database */
 	char *database_url;                    /* database.url (OUTBOXD_DATABASE_URL); required by run */
+	char *database_password;               /* database.password or database.password_file: secret */
+	char *database_password_file;          /* database.password_file: path */
 	int64_t database_connect_timeout_ms;   /* database.connect_timeout */
 	int64_t database_statement_timeout_ms; /* database.statement_timeout */
 
@@ -92,6 +94,11 @@ struct config {
  * environment variables, then reads secret files, then validates every key.
  * Returns 0, or the number of errors, each written to `errs` as "key.path: reason\n"
  * (may be NULL). The caller frees cfg with config_free() in both cases. */
+/* A secret file's content without trailing CR/LF (regular files only); NULL with *err set.
+ * For commands that take no configuration file, such as migrate. */
+char *config_secret_read(const char *path, int *err);
+const char *config_secret_strerror(int err);
+
 int config_load(struct config *cfg, const char *path, FILE *errs) __attribute__((warn_unused_result));
 
 /* Checks the keys a command that talks to the database cannot do without (database.url);

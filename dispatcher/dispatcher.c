@@ -462,6 +462,7 @@ int dispatcher_main(int argc, char **argv)
 		config_free(&cfg);
 		return 2;
 	}
+	pg_set_password(cfg.database_password);
 	if (log_level_parse(cfg.log_level, &level) == 0)
 		log_set_level(level);
 	signal(SIGPIPE, SIG_IGN);
@@ -533,6 +534,7 @@ out:
 	json_decref(d->flushing_results);
 	json_decref(d->flushing_releases);
 	event_base_free(d->base);
+	pg_set_password(NULL);
 	config_free(&cfg);
 	return rc;
 }

@@ -20,6 +20,7 @@
 
 #include "buf.h"
 #include "clock.h"
+#include "config.h"
 
 #ifndef OUTBOXD_DATADIR
 #define OUTBOXD_DATADIR "/usr/local/share/outboxd"
@@ -76,7 +77,8 @@ static const char usage_text[] =
 	"Applies pending migrations/NNNN_name.sql files in order, each in its own transaction,\n"
 	"then re-applies every sql/ file in one transaction.\n"
 	"\n"
-	"  --database-url URL       default: $OUTBOXD_DATABASE_URL, else the PG* environment\n"
+	"  --database-url URL       default: $OUTBOXD_DATABASE_URL, else the PG* environment;\n"
+	"                           the password from $OUTBOXD_DATABASE_PASSWORD_FILE when set\n"
 	"  --migrations DIR         default: $OUTBOXD_MIGRATIONS_DIR, else found next to the binary\n"
 	"  --sql DIR                default: $OUTBOXD_SQL_DIR, else DIR/../sql of an explicit\n"
 	"                           migrations directory, else found next to the binary\n"
@@ -746,10 +748,27 @@ static int db_connect(struct migrate_ctx *c)
 	if (!conninfo)
 		conninfo = ""; /* libpq's PG* environment and defaults */
 
+	/* The run command's password file (a mounted Secret) serves the migrate Job too. */
+	const char *pwfile = env_nonempty("OUTBOXD_DATABASE_PASSWORD_FILE");
+	char *password = NULL;
+	if (pwfile) {
+		int e = 0;
+		password = config_secret_read(pwfile, &e);
+		if (!password) {
+			err("OUTBOXD_DATABASE_PASSWORD_FILE %s: %s", pwfile, config_secret_strerror(e));
+			return -1;
+		}
+	}
+
 	/* Later keywords win, so the URL may override connect_timeout but not our name. */
-	const char *const keys[] = { "connect_timeout", "dbname", "application_name", NULL };
-	const char *const vals[] = { "10", conninfo, "outboxd-migrate", NULL };
+	const char *const keys[] = { "connect_timeout", "dbname", "application_name", password ? "password" : NULL,
+				     NULL };
+	const char *const vals[] = { "10", conninfo, "outboxd-migrate", password, NULL };
 	c->conn = PQconnectdbParams(keys, vals, 1);
+	if (password) {
+		explicit_bzero(password, strlen(password));
+		free(password);
+	}
 	if (!c->conn) {
 		err("cannot connect to the database: out of memory");
 		return -1;

@@ -239,6 +239,14 @@ static void connect_poll(struct pgconn *c)
 	}
 }
 
+static char *pg_password; /* database.password: one per process, like the URL */
+
+void pg_set_password(const char *password)
+{
+	free(pg_password);
+	pg_password = password && password[0] ? strdup(password) : NULL;
+}
+
 static void conn_start(struct pgconn *c)
 {
 	const char *keys[] = { "dbname",
@@ -249,8 +257,10 @@ static void conn_start(struct pgconn *c)
 			       "keepalives_count",
 			       "tcp_user_timeout",
 			       "options",
+			       pg_password ? "password" : NULL,
 			       NULL };
-	const char *vals[] = { c->conninfo, c->name, "1", "30", "10", "3", "30000", c->options ? c->options : "", NULL };
+	const char *vals[] = { c->conninfo, c->name, "1", "30", "10", "3", "30000", c->options ? c->options : "",
+			       pg_password, NULL };
 
 	conn_set_state(c, PG_CONNECTING);
 	c->conn = PQconnectStartParams(keys, vals, 1);
@@ -536,8 +546,8 @@ struct pg_sync {
 
 struct pg_sync *pg_sync_connect(const char *conninfo, const char *appname, char *errbuf, size_t errlen)
 {
-	const char *keys[] = { "dbname", "application_name", "connect_timeout", NULL };
-	const char *vals[] = { conninfo ? conninfo : "", appname, "10", NULL };
+	const char *keys[] = { "dbname", "application_name", "connect_timeout", pg_password ? "password" : NULL, NULL };
+	const char *vals[] = { conninfo ? conninfo : "", appname, "10", pg_password, NULL };
 	struct pg_sync *s;
 	PGconn *conn = PQconnectdbParams(keys, vals, 1);
 

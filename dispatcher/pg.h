@@ -25,6 +25,10 @@ struct pg_callbacks {
  * with the reason in `err`. The result is freed after the callback returns. */
 typedef void (*pg_query_cb)(void *arg, const struct pg_result *res, const char *err);
 
+/* The password every later connection sends (database.password_file), over one in the
+ * conninfo; NULL or "" for none. Copied; kept out of the conninfo strings that logs may show. */
+void pg_set_password(const char *password);
+
 /* Creates a connection object; connects at once and keeps reconnecting until
  * pg_close(). `conninfo` is a URL or key=value string (copied); `extra_options` is a
  * "-c name=value ..." string for the server's options (may be NULL). */

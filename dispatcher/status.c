@@ -177,6 +177,7 @@ int status_main(int argc, char **argv)
 		config_free(&cfg);
 		return 2;
 	}
+	pg_set_password(cfg.database_password);
 	db = pg_sync_connect(url ? url : cfg.database_url, "outboxd-status", err, sizeof(err));
 	if (db == NULL) {
 		fprintf(stderr, "outboxd status: cannot connect: %s\n", err);
@@ -217,6 +218,7 @@ out:
 	if (res)
 		pg_sync_free_result(res);
 	pg_sync_close(db);
+	pg_set_password(NULL);
 	config_free(&cfg);
 	return rc;
 }
