@@ -156,6 +156,10 @@ smoke:
 rollback-drill: all
 	@bash ops/scripts/rollback-drill.sh $(GOLIVE_ENV)
 
+# Findings by severity for GOLIVE_ENV; exit 1 on a critical one.
+security-audit: all
+	@bash ops/scripts/security-audit.sh $(GOLIVE_ENV)
+
 # Point-in-time restore under traffic on a throwaway cluster; prints RPO and RTO.
 dr-drill: all
 	@bash ops/scripts/dr-drill.sh $(GOLIVE_ENV)

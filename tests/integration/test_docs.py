@@ -316,8 +316,8 @@ def test_k8s_kustomize_renders():
     r = subprocess.run(["kubectl", "kustomize", K8S], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     kinds = [d["kind"] for d in yaml.safe_load_all(r.stdout) if d]
-    assert sorted(kinds) == sorted(["ConfigMap", "Deployment", "Service", "PodDisruptionBudget",
-                                    "HorizontalPodAutoscaler", "Job"])
+    assert sorted(kinds) == sorted(["Namespace", "ConfigMap", "NetworkPolicy", "Deployment", "Service",
+                                    "PodDisruptionBudget", "HorizontalPodAutoscaler", "Job"])
 
 
 def test_compose_and_dashboard_parse():
