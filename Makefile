@@ -156,6 +156,10 @@ smoke:
 rollback-drill: all
 	@bash ops/scripts/rollback-drill.sh $(GOLIVE_ENV)
 
+# The container image built with podman (a debootstrap base when BASE is unset) and run: one email.
+image:
+	@bash ops/scripts/image-build.sh $(IMAGE_TAG)
+
 # Findings by severity for GOLIVE_ENV; exit 1 on a critical one.
 security-audit: all
 	@bash ops/scripts/security-audit.sh $(GOLIVE_ENV)

@@ -341,3 +341,26 @@ def test_dockerfile_matches_install_layout():
     assert "make install PREFIX=/usr" in text
     assert "/usr/share/outboxd/" in text
     assert re.search(r"^USER \d+", text, re.M), "image must run as a numeric non-root user"
+
+
+def test_dockerfile_runtime_stage_installs_every_library_the_binary_needs():
+    """Each shared library outboxd links directly comes from a package the final stage installs
+    (the image once lacked libevent_openssl and could not start)."""
+    import subprocess
+    text = read(os.path.join(ROOT, "ops", "Dockerfile"))
+    final = text[text.rindex("\nFROM "):]
+    installed = set(re.findall(r"\b(lib[a-z0-9.+-]+|ca-certificates)\b", final.split("&& rm -rf")[0]))
+    binary = os.environ.get("OUTBOXD_BIN", os.path.join(ROOT, "build", "outboxd"))
+    needed = re.findall(r"\(NEEDED\).*\[(.+)\]", subprocess.run(["readelf", "-d", binary], capture_output=True,
+                                                                 text=True, check=True).stdout)
+    missing = []
+    for lib in needed:
+        path = subprocess.run(["sh", "-c", f"ldconfig -p | awk '$1 == \"{lib}\" {{print $NF; exit}}'"],
+                              capture_output=True, text=True).stdout.strip()
+        owner = subprocess.run(["dpkg", "-S", os.path.realpath(path)], capture_output=True, text=True)
+        if owner.returncode != 0:
+            owner = subprocess.run(["dpkg", "-S", path], capture_output=True, text=True)
+        pkg = owner.stdout.split(":", 1)[0]
+        if pkg and pkg != "libc6" and pkg not in installed:
+            missing.append(f"{lib} ({pkg})")
+    assert needed and not missing, f"the final stage does not install: {missing}"
