@@ -2,7 +2,7 @@
 # A real single-node Apache Kafka 4 broker (KRaft) for local runs and tests, from the Apache jars
 # on Maven Central, resolved once by Maven into a cache outside the checkout.
 #   kafka.sh fetch                                resolve the jars into the cache (quick when cached)
-#   kafka.sh up [--dir DIR] [--port PORT] [--partitions N] [--sasl USER:PASSWORD]
+#   kafka.sh up [--dir DIR] [--port PORT] [--partitions N] [--sasl USER:PASSWORD] [--tls PEM]
 #                                                 format (first time) and start; returns when the
 #                                                 broker answers; prints "export KAFKA_BOOTSTRAP=..."
 #                                                 --sasl adds a SASL_PLAINTEXT listener (mechanism
@@ -154,6 +154,23 @@ print_env() {
   if [ -f "$DIR/sasl-port" ]; then echo "export KAFKA_SASL_BOOTSTRAP=127.0.0.1:$(cat "$DIR/sasl-port")"; fi
 }
 
+# tls_listener FILE PORT PEM: adds an SSL listener whose key and certificate chain are the PEM
+# file (an unencrypted PKCS#8 key first), for clients that verify the broker against a CA.
+tls_listener() {
+  local f=$1 tport=$2 pem=$3
+  sed -i -e "s|^listeners=PLAINTEXT://\([^,]*\),|listeners=PLAINTEXT://\1,SSL://127.0.0.1:$tport,|" \
+         -e "s|^advertised.listeners=PLAINTEXT://\([^,]*\),|advertised.listeners=PLAINTEXT://\1,SSL://127.0.0.1:$tport,|" \
+         -e "s|^listener.security.protocol.map=\(.*\)|listener.security.protocol.map=\1,SSL:SSL|" \
+         "$f"
+  {
+    echo ""
+    echo "# SSL listener (kafka.sh up --tls PEM)"
+    echo "listener.name.ssl.ssl.keystore.type=PEM"
+    echo "listener.name.ssl.ssl.keystore.location=$pem"
+  } >>"$f"
+  grep -q "SSL://127.0.0.1:$tport" "$f" || die "cannot add the SSL listener to $f"
+}
+
 # sasl_listener FILE PORT USER PASSWORD: adds a SASL_PLAINTEXT listener with mechanism PLAIN
 # and one user to a generated server.properties. The PLAINTEXT listener stays for the broker's
 # own traffic and for tests that read topics back.
@@ -217,6 +234,17 @@ up() {
   if [ -n "$OPT_SASL" ]; then
     [[ "$OPT_SASL" =~ ^[A-Za-z0-9_.-]+:[^\"\\]+$ ]] || die "--sasl wants USER:PASSWORD (no quote or backslash)"
     (umask 077; echo "$OPT_SASL" >"$DIR/sasl")
+  fi
+  if [ -n "$OPT_TLS" ]; then
+    [ -r "$OPT_TLS" ] || die "--tls wants a readable PEM file (key and certificate chain)"
+    echo "$OPT_TLS" >"$DIR/tls"
+  fi
+  if [ -f "$DIR/tls" ]; then
+    local tport
+    tport=$(cat "$DIR/tls-port" 2>/dev/null || true)
+    while [ -z "$tport" ] || [ "$tport" = "$port" ] || [ "$tport" = "$cport" ]; do tport=$(free_port); done
+    tls_listener "$DIR/server.properties" "$tport" "$(cat "$DIR/tls")"
+    echo "$tport" >"$DIR/tls-port"
   fi
   if [ -f "$DIR/sasl" ]; then
     local sport cred
@@ -354,13 +382,14 @@ cmd=${1:-}
 [ -n "$cmd" ] || usage
 shift
 DIR="$ROOT/.local/kafka"
-OPT_PORT=""; OPT_PARTITIONS=""; OPT_KILL=0; OPT_SASL=""
+OPT_PORT=""; OPT_PARTITIONS=""; OPT_KILL=0; OPT_SASL=""; OPT_TLS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --dir) DIR=${2:?--dir needs a value}; shift 2 ;;
     --port) OPT_PORT=${2:?--port needs a value}; shift 2 ;;
     --partitions) OPT_PARTITIONS=${2:?--partitions needs a value}; shift 2 ;;
     --sasl) OPT_SASL=${2:?--sasl needs USER:PASSWORD}; shift 2 ;;
+    --tls) OPT_TLS=${2:?--tls needs a PEM file}; shift 2 ;;
     --kill) OPT_KILL=1; shift ;;
     *) usage ;;
   esac

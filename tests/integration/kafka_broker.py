@@ -53,10 +53,12 @@ class KafkaBroker:
     process and keeps the data; start() again (or restart()) brings it back on the same
     directory and ports. destroy() stops it and removes the directory."""
 
-    def __init__(self, partitions=3, env=None, sasl=None):
+    def __init__(self, partitions=3, env=None, sasl=None, tls=None):
         self.partitions = partitions
         self.sasl = sasl  # "user:password": also a SASL_PLAINTEXT (PLAIN) listener
         self.sasl_port = None
+        self.tls = tls  # a PEM file (key + certificate chain): also an SSL listener
+        self.tls_port = None
         self.env = dict(env or {})
         self.dir = None
         self.port = None
@@ -98,11 +100,15 @@ class KafkaBroker:
             r = _run_script("up", "--dir", self.dir, "--port", str(self.port),
                             "--partitions", str(self.partitions),
                             *(["--sasl", self.sasl] if self.sasl and first else []),
+                            *(["--tls", self.tls] if self.tls and first else []),
                             timeout=START_TIMEOUT, env=self.env)
             if r.returncode == 0:
                 if self.sasl:
                     with open(os.path.join(self.dir, "sasl-port")) as f:
                         self.sasl_port = int(f.read())
+                if self.tls:
+                    with open(os.path.join(self.dir, "tls-port")) as f:
+                        self.tls_port = int(f.read())
                 return self
             if r.returncode == EXIT_UNAVAILABLE:
                 _unavailable_reason = r.stderr.strip().splitlines()[-1]
@@ -267,8 +273,8 @@ def kafka_broker_factory(tmp_path):
     adds a SASL_PLAINTEXT listener); all are destroyed after the test."""
     made = []
 
-    def make(partitions=3, sasl=None):
-        b = KafkaBroker(partitions=partitions, sasl=sasl)
+    def make(partitions=3, sasl=None, tls=None):
+        b = KafkaBroker(partitions=partitions, sasl=sasl, tls=tls)
         made.append(b)
         try:
             return b.start(tmp_path)
