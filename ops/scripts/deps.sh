@@ -14,7 +14,7 @@ PKGS=(
 # Each area adds its own packages on its own line, so additions stay independent.
 PKGS+=(postgresql-15-auto-failover)  # faults and failover
 PKGS+=()  # go-live kit
-PKGS+=()  # drills, image, manifests, audit
+PKGS+=(python3-venv)  # drills, image, manifests (the strict validator's venv), audit
 PKGS+=(chromium chromium-driver python3-selenium)  # console and browser tests
 PKGS+=()  # retention and volume
 PKGS+=(libssl-dev)  # native SMTP engine: OpenSSL through libevent_openssl

@@ -103,3 +103,34 @@ def test_kustomize_renders_the_base_and_the_keda_overlay():
         assert want in kinds and unwanted not in kinds, kinds
         assert all(x["metadata"].get("namespace") == "outboxd" for x in docs if x["kind"] != "Namespace")
         assert all(pod_problems(x) == [] for x in docs)
+
+
+VALIDATE = os.path.join(ROOT, "ops", "scripts", "k8s-validate.sh")
+
+
+def validate(path):
+    return subprocess.run(["bash", VALIDATE, path], capture_output=True, text=True, timeout=300)
+
+
+def test_every_manifest_and_the_kustomize_output_validate_strictly(tmp_path):
+    """Against the Kubernetes 1.29 schemas, unknown fields rejected (kubernetes-validate)."""
+    files = sorted(glob.glob(os.path.join(K8S, "*.yaml")) + glob.glob(os.path.join(KEDA, "*.yaml")))
+    files = [f for f in files if not f.endswith("kustomization.yaml")]
+    if shutil.which("kubectl"):
+        for d in (K8S, KEDA):
+            out = tmp_path / (os.path.basename(d) + ".rendered.yaml")
+            out.write_text(subprocess.run(["kubectl", "kustomize", d], capture_output=True, text=True,
+                                          check=True, timeout=60).stdout)
+            files.append(str(out))
+    for f in files:
+        r = validate(f)
+        assert r.returncode == 0 and "ERROR" not in r.stdout + r.stderr, (f, r.stdout + r.stderr)
+
+
+def test_strict_validation_rejects_a_misplaced_key(tmp_path):
+    """A setting put under metadata instead of data (as once happened) does not validate."""
+    bad = tmp_path / "configmap.yaml"
+    with open(os.path.join(K8S, "configmap.yaml"), encoding="utf-8") as f:
+        bad.write_text(f.read().replace("metadata:\n", "metadata:\n  OUTBOXD_LOG_LEVEL: \"info\"\n", 1))
+    r = validate(str(bad))
+    assert r.returncode != 0 and "OUTBOXD_LOG_LEVEL" in r.stdout + r.stderr, r.stdout + r.stderr
