@@ -11,6 +11,8 @@ Exit 0 pass, 1 fail, 2 cannot run.
   dr_drill.py [--rate R] [--before S] [--after S] [--without-archive] [--keep]
 """
 import argparse
+import collections
+import json
 import os
 import shutil
 import subprocess
@@ -21,6 +23,8 @@ import time
 
 import common as c
 import drill
+
+KAFKA_SH = os.path.join(c.ROOT, "ops", "scripts", "kafka.sh")
 BIN = os.environ.get("PG_BINDIR") or sorted(
     (os.path.join("/usr/lib/postgresql", v, "bin") for v in os.listdir("/usr/lib/postgresql")),
     key=lambda p: int(os.path.basename(os.path.dirname(p))))[-1]
@@ -34,8 +38,10 @@ def as_postgres(argv, **kw):
 
 
 class Restore(drill.Drill):
-    def __init__(self, tmp, name):
+    def __init__(self, tmp, name, kafka):
         super().__init__(tmp, name)
+        self.kafka, self.kafka_dir = kafka, None
+        self.events = {}  # message row id -> the event_id committed with it
         self.data = os.path.join(self.pgdir, "data")
         self.archive = os.path.join(tmp, "archive")
         self.backup = os.path.join(tmp, "base")
@@ -74,6 +80,15 @@ class Restore(drill.Drill):
         # a relay across a network: some messages are in flight at the restore point, so the
         # restore has sends to repeat
         self.start_relay("--delay-ms", "50", "--pipelining")
+        if self.kafka:
+            kdir = os.path.join(self.tmp, "kafka")
+            r = subprocess.run(["bash", KAFKA_SH, "up", "--dir", kdir, "--port", str(c.free_port()),
+                                "--partitions", "1"], capture_output=True, text=True, timeout=180)
+            if r.returncode != 0:
+                raise RuntimeError(f"kafka.sh up: {r.stderr.strip().splitlines()[-1:]}")
+            self.kafka_dir = kdir
+            self.bootstrap = r.stdout.split("KAFKA_BOOTSTRAP=", 1)[1].split()[0].strip("'\"")
+            self.extra_env = {"OUTBOXD_KAFKA_BROKERS": self.bootstrap, "OUTBOXD_KAFKA_TOPIC_PREFIX": "dr."}
 
     def start_outboxd(self, name):
         p, took = super().start_outboxd(c.outboxd_bin(), name)
@@ -96,6 +111,11 @@ class Restore(drill.Drill):
                                 "VALUES ('shop@example.com', ARRAY[%s], %s, 'dr drill') RETURNING id",
                                 (f"user{i}@example.com", f"dr {i}"))
                     row_id = cur.fetchone()[0]
+                    if self.kafka:  # an event in the same transaction, as an application would
+                        cur.execute("INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload) "
+                                    "VALUES ('order', %s, 'OrderPaid', jsonb_build_object('seq', %s)) "
+                                    "RETURNING event_id", (f"k{i}", i))
+                        self.events[row_id] = str(cur.fetchone()[0])
                     conn.commit()
                     self.ids.append(row_id)
                 i += 1
@@ -153,6 +173,23 @@ class Restore(drill.Drill):
             time.sleep(0.2)
         raise RuntimeError("the restored cluster did not leave recovery within 60 s")
 
+    def topic_event_ids(self):
+        """event ids on the topic, with repeats (the id header of each record)."""
+        r = subprocess.run(["kcat", "-C", "-b", self.bootstrap, "-t", "dr.order", "-o", "beginning", "-e", "-J",
+                            "-q"], capture_output=True, text=True, timeout=60)
+        ids = []
+        for line in r.stdout.splitlines():
+            if line.strip():
+                h = json.loads(line).get("headers") or []
+                ids += [v for k, v in zip(h[0::2], h[1::2]) if k == "id"]
+        return ids
+
+    def stop(self):
+        if self.kafka_dir:
+            subprocess.run(["bash", KAFKA_SH, "destroy", "--dir", self.kafka_dir], capture_output=True, timeout=120)
+            self.kafka_dir = None
+        super().stop()
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -161,13 +198,14 @@ def main():
     ap.add_argument("--after", type=float, default=3.0, help="seconds of traffic after it, before the loss")
     ap.add_argument("--without-archive", action="store_true",
                     help="lose the WAL archive with the primary: what the drill reports when backups alone are kept")
+    ap.add_argument("--no-kafka", action="store_true", help="without the Kafka mirror (no broker here)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     import psycopg2
 
     tmp = tempfile.mkdtemp(prefix="outboxd-dr-")
     os.chmod(tmp, 0o755)  # the cluster runs as postgres when the drill runs as root
-    d = Restore(tmp, "dr-drill")
+    d = Restore(tmp, "dr-drill", kafka=not args.no_kafka)
     with d:
         try:
             d.setup()
@@ -238,6 +276,29 @@ def main():
             f"{len(beyond)} rows committed after the target are not in the restore (the target's choice)")
         d.log(f"RTO: {rto:.1f} s from restore start to first send" if rto is not None else "RTO: no send")
         d.log(f"re-sent after the restore with the same Message-ID: {len(resent)}; rows left sending: {len(stuck)}")
+        if d.kafka:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                conn = psycopg2.connect(d.dsn)
+                cur = conn.cursor()
+                cur.execute("SELECT count(*) FROM outbox.events WHERE state <> 'published'")
+                left = cur.fetchone()[0]
+                cur.execute("SELECT event_id::text FROM outbox.events WHERE aggregate_type = 'order'")
+                restored_events = {r[0] for r in cur.fetchall()}
+                conn.close()
+                if left == 0:
+                    break
+                time.sleep(0.3)
+            on_topic = collections.Counter(d.topic_event_ids())
+            events_before = {d.events[i] for i in before if i in d.events}
+            events_lost = events_before - set(on_topic)
+            republished = sum(1 for e in restored_events if on_topic[e] > 1)
+            d.log(f"events: {len(events_before)} committed before the target, {len(events_lost)} missing from "
+                  f"the topic, {republished} published again with the same event id, {left} left unpublished")
+            d.expect(not events_lost, f"{len(events_lost)} events committed before the target never published")
+            d.expect(left == 0, f"{left} events not published after the restore")
+            d.expect(set(on_topic) <= restored_events | set(d.events.values()),
+                     "a record on the topic carries an event id no row has")
         d.expect(not missing, f"{len(missing)} rows committed before the target are missing")
         d.expect(not unsent, f"{len(unsent)} rows committed before the target did not end sent")
         d.expect(not stuck, f"{len(stuck)} rows left sending")

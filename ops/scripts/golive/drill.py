@@ -47,6 +47,7 @@ class Drill:
         self.pgdir = os.path.join(tmp, "pg")
         self.procs, self.failures = [], []
         self.http_port = c.free_port()
+        self.extra_env = {}  # more OUTBOXD_* settings for every outboxd the drill starts
 
     def log(self, msg):
         print(f"{self.name}: {msg}", flush=True)
@@ -83,7 +84,7 @@ class Drill:
         e.update(OUTBOXD_DATABASE_URL=self.dsn, OUTBOXD_SMTP_URL=f"smtp://127.0.0.1:{self.relay_port}",
                  OUTBOXD_SMTP_TLS="none", OUTBOXD_SMTP_FROM="drill@example.org",
                  OUTBOXD_HTTP_LISTEN=f"127.0.0.1:{self.http_port}", OUTBOXD_LOG_LEVEL="info",
-                 OUTBOXD_DISPATCHER_OWNER=name)
+                 OUTBOXD_DISPATCHER_OWNER=name, **self.extra_env)
         p = self.spawn([binary, "run"], name, env=e)
         took = ready(f"http://127.0.0.1:{self.http_port}/health/ready", 30)
         if took is None or p.poll() is not None:
