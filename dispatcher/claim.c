@@ -10,6 +10,7 @@
 #include "log.h"
 #include "pg.h"
 #include "telemetry.h"
+#include "wake.h"
 
 static const char *const CLAIM_SQL =
 	"SELECT id, attempt, message_id, sender, recipients, cc, bcc, reply_to, subject, body_text, "
@@ -32,9 +33,7 @@ static void on_set_idle_done(void *arg, const struct pg_result *res, const char 
 
 void claim_set_idle(struct dispatcher *d, int idle)
 {
-	const char *p[2] = { d->owner, idle ? "true" : "false" };
-
-	if (pg_query(d->work, "SELECT outbox.set_idle($1, $2::boolean)", 2, p, 10000, on_set_idle_done, d) == 0)
+	if (wake_set_idle(d->work, d->owner, WAKE_CHANNEL_MESSAGES, idle, on_set_idle_done, d) == 0)
 		d->idle_marked = idle;
 }
 

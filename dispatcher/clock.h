@@ -8,6 +8,9 @@
 /* Milliseconds on CLOCK_MONOTONIC (never jumps; meaningless across processes). */
 uint64_t clock_mono_ms(void);
 
+/* The same clock in seconds, with sub-millisecond precision. */
+double clock_mono_s(void);
+
 /* Seconds since the epoch on CLOCK_REALTIME, with sub-second precision. */
 double clock_wall_s(void);
 

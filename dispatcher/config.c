@@ -2,11 +2,12 @@
  * (libcyaml reads every scalar as text; this file does all typing and validation), the
  * OUTBOXD_* environment overlay, secret files, check-config and the generated docs. */
 #include "config.h"
+#include "file.h"
+#include "hostport.h"
 #include "log.h"
 
 #include <cyaml/cyaml.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -14,7 +15,6 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 enum key_type {
@@ -466,70 +466,24 @@ static int has_control(const char *s)
 
 /* ---- per-key validators ---- */
 
-static int check_port(const char *p, size_t n, char *msg, size_t msglen)
-{
-	int64_t v = 0;
-
-	if (n == 0 || n > 5 || p[0] == '0')
-		goto bad;
-	for (size_t i = 0; i < n; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			goto bad;
-		v = v * 10 + (p[i] - '0');
-	}
-	if (v >= 1 && v <= 65535)
-		return 0;
-bad:
-	snprintf(msg, msglen, "port must be a number from 1 to 65535");
-	return -1;
-}
-
 /* host:port, host a name, an IPv4 address or a bracketed IPv6 address. */
 static int check_hostport(const char *v, size_t n, int port_required, char *msg, size_t msglen)
 {
-	const char *end = v + n, *colon;
+	struct hostport hp;
 
-	if (n > 0 && v[0] == '[') {
-		const char *close = memchr(v, ']', n);
-
-		if (!close || close == v + 1) {
-			snprintf(msg, msglen, "bad IPv6 address: expected [addr]:port");
-			return -1;
-		}
-		for (const char *p = v + 1; p < close; p++)
-			if (!(strchr("0123456789abcdefABCDEF:.", *p))) {
-				snprintf(msg, msglen, "bad IPv6 address");
-				return -1;
-			}
-		colon = close + 1 < end && close[1] == ':' ? close + 1 : NULL;
-		if (close + 1 < end && !colon) {
-			snprintf(msg, msglen, "expected :port after ]");
-			return -1;
-		}
-	} else {
-		colon = memrchr(v, ':', n);
-		if (colon && memchr(v, ':', (size_t)(colon - v))) {
-			snprintf(msg, msglen, "IPv6 addresses must be written in brackets: [::1]:port");
-			return -1;
-		}
-		if ((colon ? colon : end) == v) {
-			snprintf(msg, msglen, "host missing");
-			return -1;
-		}
-		for (const char *p = v; p < (colon ? colon : end); p++)
-			if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-			      *p == '-' || *p == '.' || *p == '_')) {
-				snprintf(msg, msglen, "bad character '%c' in host name", *p);
-				return -1;
-			}
-	}
-	if (!colon) {
+	if (hostport_split(v, n, &hp, msg, msglen) < 0)
+		return -1;
+	if (!hp.port) {
 		if (!port_required)
 			return 0;
 		snprintf(msg, msglen, "expected host:port");
 		return -1;
 	}
-	return check_port(colon + 1, (size_t)(end - colon - 1), msg, msglen);
+	if (hostport_port(hp.port, hp.port_len) < 1) {
+		snprintf(msg, msglen, "port must be a number from 1 to 65535");
+		return -1;
+	}
+	return 0;
 }
 
 static int check_smtp_url(const char *v, char *msg, size_t msglen)
@@ -1129,66 +1083,9 @@ static void report_yaml_error(struct errs *e, const char *file, const struct ylo
 	}
 }
 
-/* read_file's *err for a path that is not a regular file (a FIFO, a device, a directory). */
-#define ERR_NOT_REGULAR (-2)
-
-static const char *read_strerror(int err)
-{
-	return err == ERR_NOT_REGULAR ? "not a regular file" : strerror(err);
-}
-
 const char *config_secret_strerror(int err)
 {
-	return read_strerror(err);
-}
-
-/* Regular files only: opened without blocking (a FIFO with no writer would hold start-up
- * forever) and checked with fstat before a byte is read. */
-static char *read_file(const char *path, size_t max, size_t *len, int *err)
-{
-	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-	struct stat st;
-	FILE *f;
-	char *data;
-	size_t n;
-
-	if (fd < 0) {
-		*err = errno;
-		return NULL;
-	}
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		*err = ERR_NOT_REGULAR;
-		close(fd);
-		return NULL;
-	}
-	f = fdopen(fd, "rb");
-	if (!f) {
-		*err = errno;
-		close(fd);
-		return NULL;
-	}
-	data = malloc(max + 1);
-	if (!data) {
-		fclose(f);
-		*err = ENOMEM;
-		return NULL;
-	}
-	n = fread(data, 1, max + 1, f);
-	if (ferror(f)) {
-		*err = errno ? errno : EIO;
-		fclose(f);
-		free(data);
-		return NULL;
-	}
-	fclose(f);
-	if (n > max) {
-		*err = EFBIG;
-		free(data);
-		return NULL;
-	}
-	data[n] = '\0';
-	*len = n;
-	return data;
+	return file_strerror(err);
 }
 
 /* The line of a "---" that starts a second YAML document (a first one may open with
@@ -1265,7 +1162,7 @@ struct layer {
 char *config_secret_read(const char *path, int *err)
 {
 	size_t len = 0;
-	char *s = read_file(path, 65536, &len, err);
+	char *s = file_read(path, 65536, &len, err);
 
 	if (!s)
 		return NULL;
@@ -1322,7 +1219,7 @@ static void secrets_load(struct config *cfg, const struct layer *ly, struct errs
 		s = config_secret_read(path, &err);
 		if (!s) {
 			err_key(e, k, ly->src[i], "cannot read %s: %s", path,
-				err == EINVAL ? "contains a NUL byte" : read_strerror(err));
+				err == EINVAL ? "contains a NUL byte" : file_strerror(err));
 			continue;
 		}
 		if (!*s || has_control(s)) {
@@ -1405,9 +1302,9 @@ static int config_build(struct config *cfg, const char *path, int use_env, FILE 
 	if (path) {
 		int err = 0;
 
-		data = read_file(path, 1 << 20, &len, &err);
+		data = file_read(path, 1 << 20, &len, &err);
 		if (!data) {
-			err_raw(&e, "--config %s: cannot read configuration file: %s", path, read_strerror(err));
+			err_raw(&e, "--config %s: cannot read configuration file: %s", path, file_strerror(err));
 		} else {
 			cyaml_err_t ce = cyaml_load_data((const uint8_t *)data, len, yc, &ys.root,
 							 (cyaml_data_t **)&tree, NULL);

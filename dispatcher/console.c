@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "config.h"
 #include "console_html.h"
 #include "http.h"
@@ -90,14 +91,6 @@ static void send_json(struct evhttp_request *req, int code, json_t *obj)
 	free(s);
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void view_of(const struct console *c, struct console_view *v)
 {
 	double at = 0;
@@ -109,7 +102,7 @@ static void view_of(const struct console *c, struct console_view *v)
 	v->smtp_breaker = breaker_state_name(telemetry_breaker_state(c->tm, "smtp"));
 	v->kafka_breaker = breaker_state_name(telemetry_breaker_state(c->tm, "kafka"));
 	v->figures = telemetry_figures(c->tm, &at);
-	v->figures_age_s = v->figures != NULL ? now_s() - at : 0;
+	v->figures_age_s = v->figures != NULL ? clock_mono_s() - at : 0;
 }
 
 static void send_notice(struct console *c, struct evhttp_request *req, int code, const char *title, const char *message)

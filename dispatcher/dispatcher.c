@@ -54,6 +54,7 @@
 #include "retention.h"
 #include "smtp.h"
 #include "telemetry.h"
+#include "wake.h"
 
 /* The maintenance tick's period; a shorter poll interval ticks faster. */
 #define TICK_MS 250
@@ -180,7 +181,7 @@ static void on_listen_result(void *arg, const struct pg_result *res, const char 
 
 static void on_listen_connect(struct pgconn *c, void *arg)
 {
-	if (pg_query(c, "LISTEN outbox_messages", 0, NULL, 10000, on_listen_result, arg) != 0)
+	if (pg_query(c, "LISTEN " WAKE_CHANNEL_MESSAGES, 0, NULL, 10000, on_listen_result, arg) != 0)
 		log_warn("LISTEN not sent", NULL);
 }
 

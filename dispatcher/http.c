@@ -2,6 +2,7 @@
  * (numeric address, no DNS) so bind errors are reported precisely, then handed to
  * evhttp, which reads and writes without blocking the loop. */
 #include "http.h"
+#include "hostport.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -113,38 +114,33 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
 
 enum route { ROUTE_NONE, ROUTE_HEALTH, ROUTE_READY, ROUTE_METRICS };
 
-/* Splits "host:port" / "[v6]:port" into a socket address without any name lookup. */
+/* "host:port" / "[v6]:port" as a socket address, without any name lookup. */
 static int parse_listen(const char *addr, struct sockaddr_storage *ss, socklen_t *sslen, char *errbuf, size_t errlen)
 {
-	char host[INET6_ADDRSTRLEN + 1];
-	const char *colon, *h = addr, *port_s;
-	size_t hlen;
-	char *end;
+	char host[INET6_ADDRSTRLEN + 1], why[128];
+	struct hostport hp;
 	long port;
 
-	colon = addr != NULL ? strrchr(addr, ':') : NULL;
-	if (colon == NULL || colon[1] == '\0') {
-		snprintf(errbuf, errlen, "http listen \"%s\": expected host:port", addr != NULL ? addr : "");
+	if (addr == NULL || hostport_split(addr, strlen(addr), &hp, why, sizeof(why)) < 0) {
+		snprintf(errbuf, errlen, "http listen \"%s\": %s", addr != NULL ? addr : "",
+			 addr != NULL ? why : "expected host:port");
 		return -1;
 	}
-	port_s = colon + 1;
-	hlen = (size_t)(colon - addr);
-	if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
-		h++;
-		hlen -= 2;
+	if (hp.port == NULL) {
+		snprintf(errbuf, errlen, "http listen \"%s\": expected host:port", addr);
+		return -1;
 	}
-	errno = 0;
-	port = strtol(port_s, &end, 10);
-	if (*end != '\0' || errno != 0 || port < 0 || port > 65535 || *port_s < '0' || *port_s > '9') {
+	port = hostport_port(hp.port, hp.port_len);
+	if (port < 0) {
 		snprintf(errbuf, errlen, "http listen \"%s\": bad port", addr);
 		return -1;
 	}
-	if (hlen == 0 || hlen >= sizeof(host)) {
+	if (hp.host_len >= sizeof(host)) {
 		snprintf(errbuf, errlen, "http listen \"%s\": bad host", addr);
 		return -1;
 	}
-	memcpy(host, h, hlen);
-	host[hlen] = '\0';
+	memcpy(host, hp.host, hp.host_len);
+	host[hp.host_len] = '\0';
 	if (strcmp(host, "localhost") == 0)
 		strcpy(host, "127.0.0.1");
 

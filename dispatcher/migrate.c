@@ -5,7 +5,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -21,6 +20,7 @@
 #include "buf.h"
 #include "clock.h"
 #include "config.h"
+#include "file.h"
 
 #ifndef OUTBOXD_DATADIR
 #define OUTBOXD_DATADIR "/usr/local/share/outboxd"
@@ -507,41 +507,28 @@ static int resolve_dir(const char *flag_val, const char *flag, const char *env, 
 static int read_file(const char *dir, const char *name, struct buf *b)
 {
 	char path[PATH_MAX];
-	char chunk[65536];
-	int n = snprintf(path, sizeof path, "%s/%s", dir, name);
+	size_t len;
+	int n = snprintf(path, sizeof path, "%s/%s", dir, name), e;
+	char *text;
+
 	if (n < 0 || (size_t)n >= sizeof path) {
 		err("%s/%s: path too long", dir, name);
 		return -1;
 	}
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		err("cannot open %s: %s", path, strerror(errno));
+	text = file_read(path, 64u << 20, &len, &e);
+	if (text == NULL) {
+		err("cannot read %s: %s", path, file_strerror(e));
 		return -1;
 	}
-	for (;;) {
-		ssize_t r = read(fd, chunk, sizeof chunk);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			err("cannot read %s: %s", path, strerror(errno));
-			close(fd);
-			return -1;
-		}
-		if (r == 0)
-			break;
-		if (buf_append(b, chunk, (size_t)r) < 0) {
-			err("out of memory reading %s", path);
-			close(fd);
-			return -1;
-		}
-	}
-	close(fd);
-	if (buf_puts(b, "") < 0) { /* an empty file still gets a "" string */
-		err("out of memory reading %s", path);
-		return -1;
-	}
-	if (memchr(b->data, '\0', b->len)) {
+	if (memchr(text, '\0', len)) {
 		err("%s contains a NUL byte; SQL files must be text", path);
+		free(text);
+		return -1;
+	}
+	n = buf_append(b, text, len) < 0 || buf_puts(b, "") < 0; /* an empty file still gets a "" string */
+	free(text);
+	if (n) {
+		err("out of memory reading %s", path);
 		return -1;
 	}
 	return 0;

@@ -21,6 +21,7 @@
 #include "pg.h"
 #include "pgarray.h"
 #include "telemetry.h"
+#include "wake.h"
 
 /* The mirror's session advisory lock, "outboxka"; outbox.mirror_lock_key() says the same. */
 #define MIRROR_LOCK_KEY "8031453476610927457"
@@ -543,12 +544,9 @@ static void idle_done(void *arg, const struct pg_result *res, const char *err)
 
 static void mirror_set_idle(struct kafka_mirror *m, int idle)
 {
-	const char *p[2] = { m->owner, idle ? "true" : "false" };
-
 	if (m->idle == idle || m->idle_query || m->state != MIRROR_LEADING)
 		return;
-	if (pg_query(m->pg, "SELECT outbox.set_idle($1, $2::boolean, 'outbox_events')", 2, p, 10000, idle_done, m) ==
-	    0) {
+	if (wake_set_idle(m->pg, m->owner, WAKE_CHANNEL_EVENTS, idle, idle_done, m) == 0) {
 		m->idle = idle;
 		m->idle_query = 1;
 	}

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "config.h"
 #include "log.h"
 #include "ratelimit.h"
@@ -81,13 +82,6 @@ struct curl_sink {
 	struct worker *workers;
 	int nworkers;
 };
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static void xfer_free(struct xfer *x)
 {
@@ -209,7 +203,7 @@ static struct xfer *take_queued(struct curl_sink *s, uint64_t *wait_ms)
 	*wait_ms = 0;
 	if (x == NULL)
 		return NULL;
-	now = now_ms();
+	now = clock_mono_ms();
 	if (!ratelimit_take(&s->rl, now)) {
 		*wait_ms = ratelimit_wait_ms(&s->rl, now);
 		if (*wait_ms == 0)
@@ -321,7 +315,7 @@ static void finish(struct curl_sink *s, struct xfer *x)
 	}
 	r.outcome = smtp_classify((int)x->rc, x->code,
 				  (x->connects == 0 ? SMTP_F_REUSED : 0) | (x->eof ? SMTP_F_DATA_SENT : 0));
-	r.duration_s = (double)(now_ms() - x->started_ms) / 1000.0;
+	r.duration_s = (double)(clock_mono_ms() - x->started_ms) / 1000.0;
 	if (r.outcome.verdict == SMTP_RETRY_NOW && !x->retried && !s->aborting) {
 		/* the relay silently closed a cached connection: resend at once, uncharged */
 		x->retried = 1;

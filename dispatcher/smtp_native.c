@@ -22,7 +22,9 @@
 #include <time.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "config.h"
+#include "hostport.h"
 #include "log.h"
 #include "mime.h"
 #include "ratelimit.h"
@@ -125,13 +127,6 @@ struct native {
 	struct conn *dead;
 };
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static uint64_t cap_ms(const struct native *s, uint64_t rfc)
 {
 	return s->timeout_ms > 0 && s->timeout_ms < rfc ? s->timeout_ms : rfc;
@@ -177,7 +172,7 @@ static struct nmsg *nmsg_new(const char *from, const char *const *rcpt, size_t n
 	m->msg = msg;
 	m->done = done;
 	m->arg = arg;
-	m->queued_ms = now_ms();
+	m->queued_ms = clock_mono_ms();
 	return m;
 }
 
@@ -192,7 +187,7 @@ static void report(struct nmsg *m, size_t i, const struct smtp_outcome *o, const
 	r.text = text;
 	r.not_attempted = not_attempted;
 	r.shared = shared;
-	r.duration_s = (double)(now_ms() - m->queued_ms) / 1000.0;
+	r.duration_s = (double)(clock_mono_ms() - m->queued_ms) / 1000.0;
 	m->done(m->arg, i, &r);
 }
 
@@ -1228,7 +1223,7 @@ static void on_pump(evutil_socket_t fd, short what, void *arg)
 
 	while (s->qhead && !s->aborting) {
 		struct conn *c = idle_conn(s);
-		uint64_t now = now_ms();
+		uint64_t now = clock_mono_ms();
 		struct nmsg *m;
 
 		if (c == NULL && s->nconns >= s->pool)
@@ -1277,37 +1272,31 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 
 static void native_free(void *impl);
 
-/* Splits smtp://host[:port][/helo] or smtps://...; [v6] literals allowed. */
+/* smtp://host[:port][/helo] or smtps://...; [v6] literals allowed. */
 static int parse_url(struct native *s, const char *url, const char *helo)
 {
-	const char *h, *end, *colon = NULL, *slash;
-	size_t hl;
+	const char *h, *slash;
+	char why[128];
+	struct hostport hp;
+	long port;
 
 	s->implicit_tls = strncmp(url, "smtps://", 8) == 0;
 	h = url + (s->implicit_tls ? 8 : 7);
 	slash = strchr(h, '/');
-	end = slash ? slash : h + strlen(h);
-	if (*h == '[') {
-		const char *rb = memchr(h, ']', (size_t)(end - h));
-		if (rb == NULL)
-			return -1;
-		hl = (size_t)(rb - h - 1);
-		h++;
-		if (rb + 1 < end && rb[1] == ':')
-			colon = rb + 1;
-	} else {
-		colon = memchr(h, ':', (size_t)(end - h));
-		hl = (size_t)((colon ? colon : end) - h);
-	}
-	s->host = strndup(h, hl);
-	s->port = colon ? atoi(colon + 1) : (s->implicit_tls ? 465 : 25);
+	if (hostport_split(h, slash ? (size_t)(slash - h) : strlen(h), &hp, why, sizeof(why)) < 0)
+		return -1;
+	port = hp.port ? hostport_port(hp.port, hp.port_len) : (s->implicit_tls ? 465 : 25);
+	if (port < 1)
+		return -1;
+	s->port = (int)port;
+	s->host = strndup(hp.host, hp.host_len);
 	if (helo && helo[0])
 		s->helo = strdup(helo);
 	else if (slash && slash[1])
 		s->helo = strdup(slash + 1);
 	else
 		s->helo = strdup("localhost");
-	return s->host && s->helo && s->port > 0 && s->port < 65536 && hl > 0 ? 0 : -1;
+	return s->host && s->helo ? 0 : -1;
 }
 
 static void *native_new(struct event_base *base, const struct config *cfg, char *errbuf, size_t errlen)

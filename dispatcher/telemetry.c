@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "config.h"
 #include "console.h"
 #include "http.h"
@@ -304,13 +305,10 @@ static void on_stats(void *arg, const struct pg_result *res, const char *err)
 	}
 	o = json_loads(pg_value(res, 0, 0), 0, NULL);
 	if (o) {
-		struct timespec ts;
-
 		apply_stats(t, o);
 		json_decref(t->figures);
 		t->figures = o;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		t->figures_at = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+		t->figures_at = clock_mono_s();
 	}
 }
 
