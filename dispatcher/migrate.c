@@ -85,7 +85,8 @@ static const char usage_text[] =
 	"  --status                 list applied and pending migrations; change nothing\n"
 	"  --dry-run                print what would be applied; change nothing\n"
 	"  --lock-timeout S         lock_timeout for migration statements (default 10; 0: none)\n"
-	"  --wait-timeout S         how long to wait for a concurrent migrate run (default 900)\n"
+	"  --wait-timeout S         how long to wait for the migration lock's holder (default\n"
+	"                           900; 0: fail at once), named while waiting\n"
 	"  --statement-timeout S    statement_timeout for migration statements (default 0: none)\n"
 	"  --layout partitioned     move messages and events onto time partitions (once; see\n"
 	"                           docs/operations.md); plain keeps the layout as it is\n"
@@ -801,12 +802,65 @@ static int db_reset_session(struct migrate_ctx *c)
 }
 
 /*
- * Takes the migration advisory lock, waiting at most --wait-timeout for a concurrent run.
+ * Names the session holding the migration lock in out ("pid 123 (user u, application 'a',
+ * connected since ...)") and sets *ours when it is another `outboxd migrate`. PostgreSQL
+ * checks no privilege on advisory locks, so any login may hold this one. Returns 1 when
+ * held, 0 when free now, -1 after reporting an error.
+ */
+static int db_lock_holder(struct migrate_ctx *c, char *out, size_t outlen, int *ours)
+{
+	char sql[768];
+	PGresult *r;
+
+	snprintf(sql, sizeof sql,
+		 "SELECT l.pid, coalesce(a.usename::text, '?'), coalesce(a.application_name, ''), "
+		 "coalesce(to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS\"Z\"'), '?') "
+		 "FROM pg_catalog.pg_locks l LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid "
+		 "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+		 "AND l.classid = (%lld::bigint >> 32)::oid AND l.objid = (%lld::bigint & 4294967295)::oid "
+		 "AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())",
+		 MIGRATE_LOCK_KEY, MIGRATE_LOCK_KEY);
+	if (!(r = exec_query(c->conn, "looking up the holder of the migration lock", sql)))
+		return -1;
+	if (PQntuples(r) == 0) {
+		PQclear(r);
+		return 0;
+	}
+	*ours = strcmp(PQgetvalue(r, 0, 2), "outboxd-migrate") == 0;
+	snprintf(out, outlen, "pid %s (user %s, application '%s', connected since %s)", PQgetvalue(r, 0, 0),
+		 PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3));
+	PQclear(r);
+	return 1;
+}
+
+/* The holder of the migration lock for a message: who, and whether it is another run. */
+static int describe_holder(struct migrate_ctx *c, char *out, size_t outlen, int *ours)
+{
+	int held = db_lock_holder(c, out, outlen, ours);
+	if (held == 0) {
+		snprintf(out, outlen, "a session that has just let go");
+		*ours = 1;
+	}
+	return held;
+}
+
+/* Sets lock_timeout for what follows, in milliseconds. */
+static int set_lock_timeout(struct migrate_ctx *c, long long ms)
+{
+	char sql[64];
+	snprintf(sql, sizeof sql, "SET lock_timeout = %lld", ms);
+	return exec_cmd(c->conn, "configuring the session", sql);
+}
+
+/*
+ * Takes the migration advisory lock, waiting at most --wait-timeout (0: not at all) for its
+ * holder, named on stdout every 30 s while waiting and in the error when the wait ends.
  * Session-level on purpose: it must span the many transactions of one run.
  */
 static int db_lock(struct migrate_ctx *c)
 {
-	char sql[256];
+	char sql[128], holder[512];
+	int ours = 1;
 	PGresult *r;
 
 	snprintf(sql, sizeof sql, "SELECT pg_try_advisory_lock(%lld)", MIGRATE_LOCK_KEY);
@@ -817,26 +871,46 @@ static int db_lock(struct migrate_ctx *c)
 	if (got)
 		return 0;
 
-	say("waiting for another outboxd migrate run to finish (advisory lock %lld)", MIGRATE_LOCK_KEY);
-	snprintf(sql, sizeof sql, "SET lock_timeout = %lld", c->o.wait_timeout_ms);
-	if (exec_cmd(c->conn, "taking the migration lock", sql) < 0)
+	long long deadline = (long long)clock_mono_ms() + c->o.wait_timeout_ms;
+	if (describe_holder(c, holder, sizeof holder, &ours) < 0)
 		return -1;
+	if (c->o.wait_timeout_ms > 0)
+		say("waiting for %s to finish, at most %.0f s (advisory lock %lld): %s",
+		    ours ? "another outboxd migrate run" : "a session that is not outboxd migrate",
+		    (double)c->o.wait_timeout_ms / 1000.0, MIGRATE_LOCK_KEY, holder);
 	snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%lld)", MIGRATE_LOCK_KEY);
-	r = PQexec(c->conn, sql);
-	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+	for (long long left; (left = deadline - (long long)clock_mono_ms()) > 0;) {
+		if (set_lock_timeout(c, left < 30000 ? left : 30000) < 0)
+			return -1;
+		r = PQexec(c->conn, sql);
+		if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+			PQclear(r);
+			return set_lock_timeout(c, c->o.lock_timeout_ms);
+		}
 		const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-		if (state && strcmp(state, "55P03") == 0)
-			err("another outboxd migrate run still holds the migration lock after %.0f s "
-			    "(see --wait-timeout)",
-			    (double)c->o.wait_timeout_ms / 1000.0);
-		else
+		if (!state || strcmp(state, "55P03") != 0) {
 			report_pg_error("taking the migration lock", NULL, r, c->conn);
+			PQclear(r);
+			return -1;
+		}
 		PQclear(r);
-		return -1;
+		if (describe_holder(c, holder, sizeof holder, &ours) < 0)
+			return -1;
+		left = deadline - (long long)clock_mono_ms();
+		if (left > 0)
+			say("still waiting for the migration lock (%.0f s left), held by %s", (double)left / 1000.0,
+			    holder);
 	}
-	PQclear(r);
-	snprintf(sql, sizeof sql, "SET lock_timeout = %lld", c->o.lock_timeout_ms);
-	return exec_cmd(c->conn, "configuring the session", sql);
+	if (ours)
+		err("the migration lock is still held after %.0f s by %s, another outboxd migrate run "
+		    "(see --wait-timeout)",
+		    (double)c->o.wait_timeout_ms / 1000.0, holder);
+	else
+		err("the migration lock is still held after %.0f s by %s, which is not outboxd migrate: "
+		    "any login can take an advisory lock; find out what that session is, then end it "
+		    "(SELECT pg_terminate_backend(pid)) and run migrate again",
+		    (double)c->o.wait_timeout_ms / 1000.0, holder);
+	return -1;
 }
 
 static const char bookkeeping_sql[] = "BEGIN;"

@@ -1,6 +1,7 @@
 /* `outboxd status`: reads the queue's health from PostgreSQL (depth by state, oldest due
- * age, rates over the last minute, mirror lag, recent failures) and prints a table or
- * JSON; the exit code says whether the configured thresholds hold. */
+ * age, rates over the last minute, mirror lag, recent failures, who holds outboxd's advisory
+ * locks) and prints a table or JSON; the exit code says whether the configured thresholds
+ * hold and no foreign session holds one of the locks. */
 #include "status.h"
 
 #include <getopt.h>
@@ -13,26 +14,9 @@
 #include "config.h"
 #include "pg.h"
 
-static const char *const STATUS_SQL =
-	"SELECT json_build_object("
-	" 'depth', (SELECT json_object_agg(state, n) FROM outbox.queue_depth AS q(state, n)),"
-	" 'health', (SELECT row_to_json(h) FROM outbox.queue_health h),"
-	" 'sent_last_minute', (SELECT count(*) FROM outbox.messages"
-	"      WHERE state = 'sent' AND sent_at > now() - interval '1 minute'),"
-	" 'created_last_minute', (SELECT count(*) FROM outbox.messages"
-	"      WHERE created_at > now() - interval '1 minute'),"
-	" 'mirror', (SELECT row_to_json(l) FROM outbox.mirror_lag l),"
-	" 'recent_failures', (SELECT coalesce(json_agg(f), '[]') FROM ("
-	"      SELECT id, state, last_smtp_code, last_error, updated_at FROM outbox.messages"
-	"       WHERE state IN ('failed', 'dead') AND updated_at > now() - interval '1 hour'"
-	"       ORDER BY updated_at DESC LIMIT 5) f),"
-	" 'retention', (SELECT json_object_agg(r.tbl, json_build_object('removed_total', r.removed_total,"
-	"      'last_pass_removed', r.last_pass_removed, 'partitions_dropped', r.partitions_dropped,"
-	"      'last_pass_age_seconds', extract(epoch FROM now() - r.last_pass_at),"
-	"      'last_batch_age_seconds', extract(epoch FROM now() - r.last_batch_at), 'by', r.last_owner))"
-	"      FROM outbox.retention_state r),"
-	" 'layout', outbox.layout(),"
-	" 'schema_version', (SELECT max(version) FROM outbox.schema_migrations))::text";
+/* One SECURITY DEFINER function (sql/56_status.sql), so the dispatcher's own login, which
+ * may not read outbox.messages, can run status. */
+static const char *const STATUS_SQL = "SELECT outbox.status_report()::text";
 
 static int mirror_enabled(const struct config *cfg)
 {
@@ -64,6 +48,37 @@ static void print_retention(json_t *r, const char *layout, int on)
 	}
 }
 
+/* What each lock stops while a foreign session holds it. */
+static const struct {
+	const char *lock;
+	const char *stops;
+} status_locks[] = {
+	{ "mirror", "the Kafka mirror publishes nothing" },
+	{ "retention", "no dispatcher removes finished rows" },
+	{ "migrate", "outboxd migrate cannot run" },
+};
+
+/* One line per advisory lock: free, held by outboxd, or held by a foreign session. */
+static void print_locks(json_t *locks)
+{
+	size_t i;
+
+	printf("%-34s %s\n", "advisory locks", "holder");
+	for (i = 0; i < sizeof(status_locks) / sizeof(status_locks[0]); i++) {
+		json_t *h = json_object_get(locks, status_locks[i].lock);
+		const char *user = json_string_value(json_object_get(h, "user"));
+		const char *app = json_string_value(json_object_get(h, "application_name"));
+
+		if (h == NULL)
+			printf("  %-32s free\n", status_locks[i].lock);
+		else
+			printf("  %-32s %s pid %lld, user %s, application '%s'\n", status_locks[i].lock,
+			       json_is_true(json_object_get(h, "outboxd")) ? "outboxd" : "FOREIGN session",
+			       (long long)json_integer_value(json_object_get(h, "pid")), user ? user : "?",
+			       app ? app : "");
+	}
+}
+
 static void print_table(json_t *s, int mirror_on, int retention_on)
 {
 	json_t *depth = json_object_get(s, "depth"), *h = json_object_get(s, "health"),
@@ -85,6 +100,7 @@ static void print_table(json_t *s, int mirror_on, int retention_on)
 	       num(m, "oldest_unpublished_age_seconds"), num(m, "failed"),
 	       mirror_on ? "" : " (mirror off: not checked)");
 	print_retention(json_object_get(s, "retention"), json_string_value(json_object_get(s, "layout")), retention_on);
+	print_locks(json_object_get(s, "locks"));
 	if (json_array_size(f) > 0) {
 		printf("recent failures:\n");
 		json_array_foreach (f, i, v) {
@@ -113,7 +129,8 @@ static void problem(json_t *problems, const char *fmt, ...)
 
 /* Returns the thresholds exceeded, one sentence each (the caller owns the array). The
  * mirror lag is only judged when this configuration runs the mirror: without Kafka the
- * lifecycle events simply wait and their age says nothing about health. */
+ * lifecycle events simply wait and their age says nothing about health. A lock held by a
+ * session that is not outboxd is always a problem. */
 static json_t *check_thresholds(const struct config *cfg, json_t *s)
 {
 	json_t *h = json_object_get(s, "health"), *m = json_object_get(s, "mirror");
@@ -131,6 +148,20 @@ static json_t *check_thresholds(const struct config *cfg, json_t *s)
 	if (mirror_enabled(cfg) && lag * 1000 > (double)cfg->status_max_mirror_lag_ms)
 		problem(problems, "kafka mirror is %.1f s behind (status.max_mirror_lag %.1f s)", lag,
 			(double)cfg->status_max_mirror_lag_ms / 1000);
+	/* PostgreSQL lets any login take an advisory lock: one not held by outboxd is sabotage
+	 * or a mistake, and stops that duty on every replica until the session lets go. */
+	for (size_t i = 0; i < sizeof(status_locks) / sizeof(status_locks[0]); i++) {
+		json_t *hl = json_object_get(json_object_get(s, "locks"), status_locks[i].lock);
+		const char *user = json_string_value(json_object_get(hl, "user"));
+		const char *app = json_string_value(json_object_get(hl, "application_name"));
+
+		if (hl != NULL && !json_is_true(json_object_get(hl, "outboxd")))
+			problem(problems,
+				"the %s lock is held by a session that is not outboxd: pid %lld, user %s, "
+				"application '%s'; %s until it lets go",
+				status_locks[i].lock, (long long)json_integer_value(json_object_get(hl, "pid")),
+				user ? user : "?", app ? app : "", status_locks[i].stops);
+	}
 	return problems;
 }
 

@@ -59,3 +59,14 @@ GRANT EXECUTE ON FUNCTION
     outbox.console_overview(integer, integer), outbox.console_message(bigint, text, boolean, integer),
     outbox.console_search(text, integer, integer), outbox.cancel(bigint), outbox.requeue(bigint)
     TO outbox_dispatcher;
+
+-- Readiness and `outboxd status` read the applied schema version and the layout (the table
+-- exists once `outboxd migrate` has run).
+GRANT EXECUTE ON FUNCTION outbox.layout() TO outbox_dispatcher;
+DO $grant$
+BEGIN
+    IF to_regclass('outbox.schema_migrations') IS NOT NULL THEN
+        GRANT SELECT ON outbox.schema_migrations TO outbox_dispatcher;
+    END IF;
+END
+$grant$;
