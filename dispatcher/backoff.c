@@ -2,9 +2,11 @@
  * which spreads retries of many rows that failed together instead of re-synchronising them. */
 #include "backoff.h"
 
+#include <stdint.h>
 #include <sys/random.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "clock.h"
 
 uint64_t backoff_ceiling_ms(unsigned attempt, uint64_t base_ms, uint64_t cap_ms)
 {
@@ -41,13 +43,10 @@ uint64_t backoff_random64(void)
 {
 	static uint64_t state;
 	uint64_t v;
-	struct timespec ts;
 
 	if (getrandom(&v, sizeof(v), GRND_NONBLOCK) == (ssize_t)sizeof(v))
 		return v;
-	if (state == 0) {
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		state = ((uint64_t)ts.tv_sec * 1000000007ULL) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
-	}
+	if (state == 0)
+		state = (clock_mono_ms() * 1000000007ULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&v;
 	return backoff_xorshift64(&state);
 }

@@ -5,7 +5,7 @@
  *
  * Every event source, in the order of a row's life:
  *   1. work connection up (pg.c)      on_work_connect -> send_startup: outbox.release_owner()
- *                                     on the first session, then outbox.set_idle(false)
+ *                                     on the first session, then the idle mark cleared
  *   2. listener connection (pg.c)     on_listen_connect: LISTEN outbox_messages;
  *                                     on_notify -> claim_kick
  *   3. maintenance tick, fallback     every dispatcher.poll_interval -> claim_kick (scheduled
@@ -134,11 +134,13 @@ static void send_startup(struct dispatcher *d)
 		if (d->kafka == NULL && pg_query(d->work, "SELECT outbox.set_lifecycle_events(false)", 0, NULL, 30000,
 						 on_lifecycle_off_done, d) != 0)
 			log_warn("start-up query not sent", NULL);
-		rc = pg_query(d->work, "SELECT outbox.release_owner($1), outbox.set_idle($1, false)", 1, p, 30000,
-			      on_startup_done, d);
+		rc = pg_query(d->work, "SELECT outbox.release_owner($1)", 1, p, 30000, on_startup_done, d);
 	} else {
-		rc = pg_query(d->work, "SELECT 0, outbox.set_idle($1, false)", 1, p, 30000, on_startup_done, d);
+		rc = pg_query(d->work, "SELECT 0", 0, NULL, 30000, on_startup_done, d);
 	}
+	/* queued behind, on the same connection: a failure shows in the start-up query too */
+	if (rc == 0)
+		rc = wake_set_idle(d->work, d->owner, WAKE_CHANNEL_MESSAGES, 0, NULL, NULL);
 	if (rc == 0)
 		d->startup_inflight = 1;
 }

@@ -26,6 +26,34 @@ $fn$;
 COMMENT ON FUNCTION outbox.lifecycle_payload(bigint, text, text, integer, integer, text) IS
     'Payload of an email lifecycle event: {id, message_id, state, attempts, code, error}';
 
+-- One lifecycle change: a message row's fields after the change, as lifecycle_events takes
+-- them. A type of its own rather than the table's row type, which a partitioning switch
+-- replaces.
+DO $do$
+BEGIN
+    IF to_regtype('outbox.lifecycle_change') IS NULL THEN
+        CREATE TYPE outbox.lifecycle_change AS (id bigint, message_id text, state text, attempts integer,
+                                                code integer, error text);
+    END IF;
+END
+$do$;
+
+-- The one writer of lifecycle events: an event per change, typed p_type, or by the state
+-- the message entered when p_type is NULL; nothing when lifecycle events are off.
+CREATE OR REPLACE FUNCTION outbox.lifecycle_events(p_changes outbox.lifecycle_change[], p_type text DEFAULT NULL)
+RETURNS void
+LANGUAGE sql
+AS $fn$
+    INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload, message_id)
+    SELECT 'email', c.message_id, coalesce(p_type, outbox.lifecycle_type(c.state)),
+           outbox.lifecycle_payload(c.id, c.message_id, c.state, c.attempts, c.code, c.error),
+           c.id
+      FROM unnest(p_changes) c
+     WHERE (SELECT s.lifecycle_events FROM outbox.settings s);
+$fn$;
+COMMENT ON FUNCTION outbox.lifecycle_events(outbox.lifecycle_change[], text) IS
+    'Internal: writes one email lifecycle event per change when outbox.settings.lifecycle_events is on';
+
 -- Statement-level AFTER INSERT trigger on messages: one INSERT ... SELECT per statement
 -- from the transition table, so a bulk insert pays one extra statement, not one per row.
 -- SECURITY DEFINER because producers may not write outbox.events.message_id themselves.
@@ -36,12 +64,14 @@ SECURITY DEFINER
 SET search_path = pg_catalog, outbox
 AS $fn$
 BEGIN
-    INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload, message_id)
-    SELECT 'email', n.message_id, 'email.queued',
-           outbox.lifecycle_payload(n.id, n.message_id, n.state, n.attempts, NULL, NULL),
-           n.id
-      FROM new_rows n
-     WHERE (SELECT s.lifecycle_events FROM outbox.settings s);
+    -- checked here too, so that a bulk insert with events off builds no array
+    IF (SELECT s.lifecycle_events FROM outbox.settings s) THEN
+        PERFORM outbox.lifecycle_events(
+                    array_agg((n.id, n.message_id, n.state, n.attempts, NULL, NULL)::outbox.lifecycle_change
+                              ORDER BY n.id),
+                    'email.queued')
+           FROM new_rows n;
+    END IF;
     RETURN NULL;
 END
 $fn$;

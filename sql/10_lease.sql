@@ -30,8 +30,8 @@ RETURNS integer
 LANGUAGE plpgsql
 AS $fn$
 DECLARE
-    ids bigint[];
-    n   integer;
+    ids     bigint[];
+    changes outbox.lifecycle_change[];
 BEGIN
     -- Two separate scans so each uses the lease index with a plain condition.
     IF p_owner IS NULL THEN
@@ -63,18 +63,12 @@ BEGIN
                lease_expires_at = NULL,
                updated_at = now()
          WHERE m.id = ANY (ids) AND m.state = 'sending'
-        RETURNING m.*
-    ), ev AS (
-        INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload, message_id)
-        SELECT 'email', moved.message_id, outbox.lifecycle_type(moved.state),
-               outbox.lifecycle_payload(moved.id, moved.message_id, moved.state, moved.attempts,
-                                        moved.last_smtp_code, moved.last_error),
-               moved.id
-          FROM moved
-         WHERE (SELECT s.lifecycle_events FROM outbox.settings s)
+        RETURNING m.id, m.message_id, m.state, m.attempts, m.last_smtp_code, m.last_error
     )
-    SELECT count(*) INTO n FROM moved;
-    RETURN n;
+    SELECT array_agg(ROW(moved.id, moved.message_id, moved.state, moved.attempts, moved.last_smtp_code,
+                         moved.last_error)::outbox.lifecycle_change ORDER BY moved.id) INTO changes FROM moved;
+    PERFORM outbox.lifecycle_events(changes);
+    RETURN coalesce(cardinality(changes), 0);
 END
 $fn$;
 COMMENT ON FUNCTION outbox.recover_leases(text, integer) IS

@@ -17,7 +17,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, outbox
 AS $fn$
 DECLARE
-    bad text;
+    bad     text;
+    changes outbox.lifecycle_change[];
 BEGIN
     PERFORM outbox.check_lease_args('complete', p_owner, NULL);
     IF jsonb_typeof(p_results) IS DISTINCT FROM 'array' THEN
@@ -53,7 +54,6 @@ BEGIN
                              left(bad, 200));
     END IF;
 
-    RETURN QUERY
     WITH r AS (
         SELECT DISTINCT ON (x.id) x.*
           FROM jsonb_to_recordset(p_results)
@@ -103,16 +103,11 @@ BEGIN
                kind = excluded.kind,
                attempts = mr.attempts + 1,
                updated_at = now()
-    ), ev AS (
-        INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload, message_id)
-        SELECT 'email', u.message_id, outbox.lifecycle_type(u.state),
-               outbox.lifecycle_payload(u.id, u.message_id, u.state, u.attempts, u.last_smtp_code,
-                                        u.last_error),
-               u.id
-          FROM u
-         WHERE (SELECT s.lifecycle_events FROM outbox.settings s)
     )
-    SELECT u.id FROM u ORDER BY u.id;
+    SELECT array_agg(ROW(u.id, u.message_id, u.state, u.attempts, u.last_smtp_code,
+                     u.last_error)::outbox.lifecycle_change ORDER BY u.id) INTO changes FROM u;
+    PERFORM outbox.lifecycle_events(changes);
+    RETURN QUERY SELECT c.id FROM unnest(changes) c;
 END
 $fn$;
 COMMENT ON FUNCTION outbox.complete(text, jsonb) IS

@@ -1,21 +1,8 @@
 -- Operator and producer actions on single messages: cancel a pending one, requeue a failed or
 -- dead one. Both write a lifecycle event (email.cancelled / email.requeued).
 
--- Writes the lifecycle event p_type for message row m (as it is now), when lifecycle events
--- are on.
-CREATE OR REPLACE FUNCTION outbox.lifecycle_event(m outbox.messages, p_type text)
-RETURNS void
-LANGUAGE sql
-AS $fn$
-    INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload, message_id)
-    SELECT 'email', m.message_id, p_type,
-           outbox.lifecycle_payload(m.id, m.message_id, m.state, m.attempts, m.last_smtp_code,
-                                    m.last_error),
-           m.id
-     WHERE (SELECT s.lifecycle_events FROM outbox.settings s);
-$fn$;
-COMMENT ON FUNCTION outbox.lifecycle_event(outbox.messages, text) IS
-    'Internal: writes one lifecycle event for a message row when outbox.settings.lifecycle_events is on';
+-- Lifecycle events are written by outbox.lifecycle_events (sql/03_lifecycle.sql).
+DROP FUNCTION IF EXISTS outbox.lifecycle_event(outbox.messages, text);
 
 -- Cancels message p_id if it is still pending (not being sent, not finished).
 -- Returns true if it was cancelled, false if it does not exist or is in another state.
@@ -35,7 +22,10 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    PERFORM outbox.lifecycle_event(m, 'email.cancelled');
+    PERFORM outbox.lifecycle_events(
+                ARRAY[ROW(m.id, m.message_id, m.state, m.attempts, m.last_smtp_code,
+                          m.last_error)::outbox.lifecycle_change],
+                'email.cancelled');
     RETURN true;
 END
 $fn$;
@@ -63,7 +53,10 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    PERFORM outbox.lifecycle_event(m, 'email.requeued');
+    PERFORM outbox.lifecycle_events(
+                ARRAY[ROW(m.id, m.message_id, m.state, m.attempts, m.last_smtp_code,
+                          m.last_error)::outbox.lifecycle_change],
+                'email.requeued');
     -- A rare operator action: wake any listener without consulting dispatcher_idle.
     PERFORM pg_notify('outbox_messages', '');
     RETURN true;

@@ -1,0 +1,48 @@
+"""Structure rules the compiler cannot check: each library and each shared definition has
+one home. A second copy creeping in fails here, naming the file."""
+import glob
+import os
+import re
+
+from conftest import ROOT
+
+DISPATCHER = os.path.join(ROOT, "dispatcher")
+
+
+def sources():
+    for path in sorted(glob.glob(os.path.join(DISPATCHER, "*.[ch]"))):
+        with open(path, encoding="utf-8") as f:
+            yield os.path.basename(path), f.read()
+
+
+def files_matching(pattern):
+    rx = re.compile(pattern, re.M)
+    return sorted(name for name, text in sources() if rx.search(text))
+
+
+def test_each_library_is_included_by_its_module_only():
+    assert files_matching(r'^#include <librdkafka/rdkafka\.h>') == ["kafka.c"]
+    # smtp_class.c holds the rule table that maps libcurl's result codes, next to the replies
+    assert files_matching(r'^#include <curl/curl\.h>') == ["smtp_class.c", "smtp_curl.c"]
+    assert files_matching(r'^#include <libpq-fe\.h>') == ["migrate.c", "pg.c"]
+    assert files_matching(r'^#include <cyaml/cyaml\.h>') == ["config.c"]
+
+
+def test_one_monotonic_clock():
+    assert files_matching(r'clock_gettime\(CLOCK_MONOTONIC') == ["clock.c"]
+    assert files_matching(r'^static [a-z0-9_ ]+\bnow_(ms|s)\(void\)') == []
+
+
+def test_one_reader_of_operator_files_and_of_host_port():
+    # procstat.c reads /proc into a stack buffer on every scrape: kernel files, not the operator's
+    assert files_matching(r'\bopen\([a-z_>-]+, O_RDONLY') == ["file.c", "procstat.c"]
+    assert files_matching(r'memrchr\([a-z]+, \':\'') == ["hostport.c"]
+    assert files_matching(r'outbox\.set_idle\(\$1') == ["wake.c"]
+
+
+def test_lifecycle_events_are_written_in_one_place():
+    hits = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "sql", "*.sql"))):
+        with open(path, encoding="utf-8") as f:
+            hits += [os.path.basename(path)] * len(re.findall(r"INSERT INTO outbox\.events\b", f.read()))
+    assert hits == ["03_lifecycle.sql"], hits
