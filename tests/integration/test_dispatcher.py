@@ -136,11 +136,13 @@ def test_attempts_exhausted_is_dead(migrated_db, fault_smtpd, outboxd_factory):
 
 def test_not_before_is_honoured(migrated_db, smtp_sink, outboxd_factory):
     outboxd_factory(smtp_sink.url)
+    # one transaction: the row due now proves the dispatcher looked while the other waited
     migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text, not_before) "
-                    "VALUES (ARRAY['later@example.com'], 'later', 'x', now() + interval '2 seconds')")
-    time.sleep(1.0)
-    assert states(migrated_db) == {"pending": 1}
-    wait_states(migrated_db, {"sent": 1}, timeout=10)
+                    "VALUES (ARRAY['later@example.com'], 'later', 'x', now() + interval '2 seconds'), "
+                    "       (ARRAY['now@example.com'], 'now', 'x', DEFAULT)")
+    wait_states(migrated_db, {"pending": 1, "sent": 1}, timeout=10)
+    assert migrated_db.scalar("SELECT state FROM outbox.messages WHERE id = 1") == "pending"
+    wait_states(migrated_db, {"sent": 2}, timeout=10)
     sent_after = migrated_db.scalar(
         "SELECT sent_at >= not_before FROM outbox.messages WHERE id = 1")
     assert sent_after == "t"

@@ -4,13 +4,12 @@ and the syntax and expressions of ops/prometheus/alerts.yaml."""
 import os
 import shutil
 import subprocess
-import time
 import urllib.request
 
 import pytest
 
 from conftest import ROOT
-from outboxd_proc import wait_states
+from outboxd_proc import wait_for, wait_states
 from smtp_servers import free_port
 
 PROMTOOL = shutil.which("promtool")
@@ -24,8 +23,12 @@ def test_promtool_checks_the_live_metrics(migrated_db, smtp_sink, outboxd_factor
     migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
                     "SELECT ARRAY['u' || g || '@example.com'], 's', 'b' FROM generate_series(1, 20) g")
     wait_states(migrated_db, {"sent": 20}, timeout=20)
-    time.sleep(6)  # one round of the queue figures read from SQL
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    def scrape():
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+
+    # the queue figures read from SQL appear after their first round
+    wait_for(lambda: b"outboxd_table_dead_tuples" in scrape(), timeout=20, interval=0.5, what="SQL figures")
+    body = scrape()
     assert b"outboxd_messages_total" in body and b"outboxd_table_dead_tuples" in body
     r = subprocess.run([PROMTOOL, "check", "metrics"], input=body, capture_output=True, timeout=30)
     # promtool exits non-zero on format errors and prints lint problems; both must be empty
