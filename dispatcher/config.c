@@ -2,6 +2,7 @@
  * (libcyaml reads every scalar as text; this file does all typing and validation), the
  * OUTBOXD_* environment overlay, secret files, check-config and the generated docs. */
 #include "config.h"
+#include "address.h"
 #include "file.h"
 #include "hostport.h"
 #include "log.h"
@@ -532,8 +533,11 @@ static int check_log_level(const char *v, char *msg, size_t msglen)
 
 static int check_address(const char *v, char *msg, size_t msglen)
 {
-	if (*v && !strchr(v, '@')) {
-		snprintf(msg, msglen, "expected an email address (user@domain or \"Name <user@domain>\")");
+	struct address_mailbox mb;
+	const char *why = *v ? address_mailbox_parse(v, &mb) : NULL;
+
+	if (why != NULL) {
+		snprintf(msg, msglen, "expected an email address (user@domain or \"Name <user@domain>\"): %s", why);
 		return -1;
 	}
 	return 0;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "address.h"
 #include "clock.h"
 #include "config.h"
 #include "core.h"
@@ -188,9 +189,9 @@ static const char *col(const struct claimed *c, int k)
  * is; mime_build() refuses it with the reason). */
 static char *addr_spec(const char *s)
 {
-	struct mime_mailbox mb;
+	struct address_mailbox mb;
 
-	if (mime_mailbox_split(s, &mb) != 0)
+	if (address_mailbox_parse(s, &mb) != NULL)
 		return strdup(s);
 	return strndup(mb.addr, mb.addr_len);
 }

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "address.h"
+
 #define EW_MAX 75      /* RFC 2047: an encoded word is at most 75 characters */
 #define EW_OVERHEAD 12 /* "=?UTF-8?B?" + "?=" */
 #define EW_MIN 24      /* smallest word worth starting on a line: one 4-byte char in Q */
@@ -334,60 +336,11 @@ static int name_is_atoms(const char *s, size_t n)
 	return 1;
 }
 
-static int addr_spec_ok(const char *s, size_t n)
-{
-	size_t i, at = 0, nat = 0;
-
-	if (n == 0 || n > 320)
-		return 0;
-	for (i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c <= 0x20 || c >= 0x7F || strchr("<>()[],;:\"\\", c) != NULL)
-			return 0;
-		if (c == '@') {
-			at = i;
-			nat++;
-		}
-	}
-	return nat == 1 && at > 0 && at + 1 < n;
-}
-
-int mime_mailbox_split(const char *item, struct mime_mailbox *mb)
-{
-	const char *p = item, *e = item + strlen(item), *lt = NULL;
-
-	while (p < e && is_wsp(*p))
-		p++;
-	while (e > p && is_wsp(e[-1]))
-		e--;
-	if (e > p && e[-1] == '>') {
-		for (const char *q = e - 1; q > p; q--)
-			if (q[-1] == '<') {
-				lt = q - 1;
-				break;
-			}
-		if (lt == NULL)
-			return -1;
-		mb->addr = lt + 1;
-		mb->addr_len = (size_t)(e - 1 - mb->addr);
-		mb->name = p;
-		mb->name_len = (size_t)(lt - p);
-		while (mb->name_len > 0 && is_wsp(p[mb->name_len - 1]))
-			mb->name_len--;
-	} else {
-		mb->addr = p;
-		mb->addr_len = (size_t)(e - p);
-		mb->name = p;
-		mb->name_len = 0;
-	}
-	return 0;
-}
-
 /* Writes one mailbox ("addr" or "Name <addr>") as part of an address list. */
 static int hw_mailbox(struct hw *h, const char *what, const char *item, int last, char *err, size_t errlen)
 {
-	struct mime_mailbox mb;
-	const char *addr, *name;
+	struct address_mailbox mb;
+	const char *addr, *name, *why;
 	size_t alen, nlen;
 	struct buf tmp;
 	int rc = -1;
@@ -398,34 +351,21 @@ static int hw_mailbox(struct hw *h, const char *what, const char *item, int last
 	}
 	if (check_text(what, item, err, errlen) < 0)
 		return -1;
-	if (mime_mailbox_split(item, &mb) < 0) {
-		snprintf(err, errlen, "%s: malformed address", what);
+	why = address_mailbox_parse(item, &mb);
+	if (why != NULL) {
+		snprintf(err, errlen, "%s: %s", what, why);
 		return -1;
 	}
 	addr = mb.addr;
 	alen = mb.addr_len;
 	name = mb.name;
 	nlen = mb.name_len;
-	if (!is_ascii(addr, alen)) {
-		snprintf(err, errlen, "%s: non-ASCII address not supported", what);
-		return -1;
-	}
-	if (!addr_spec_ok(addr, alen)) {
-		snprintf(err, errlen, "%s: malformed address", what);
-		return -1;
-	}
 	buf_init(&tmp);
-	/* A quoted display name is unquoted first, then re-encoded the canonical way. */
-	if (nlen >= 2 && name[0] == '"' && name[nlen - 1] == '"') {
-		size_t i;
-		for (i = 1; i + 1 < nlen; i++) {
-			if (name[i] == '\\' && i + 2 < nlen)
-				i++;
-			if (buf_putc(&tmp, name[i]) < 0)
-				goto oom;
-		}
-		name = tmp.data ? tmp.data : "";
-		nlen = tmp.len;
+	/* A quoted display name (nothing inside is escaped: address.h) is unquoted first,
+	 * then re-encoded the canonical way. */
+	if (nlen >= 2 && name[0] == '"') {
+		name++;
+		nlen -= 2;
 	}
 	if (nlen > 0 && is_ascii(name, nlen) && name_is_atoms(name, nlen) && nlen + alen + 5 < MIME_FOLD) {
 		/* A short mailbox stays on one line rather than folding inside the name. */

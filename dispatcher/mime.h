@@ -19,7 +19,7 @@ struct mime_header {
 /* Everything is borrowed; mime_build() copies what it needs into out. */
 struct mime_msg {
 	const char *message_id; /* "<local@domain>", fixed per row */
-	const char *from;       /* "addr" or "Name <addr>" */
+	const char *from;       /* "addr" or "Name <addr>" (address.h) */
 	const char *const *to;  /* same forms; may be empty (bcc-only) */
 	size_t n_to;
 	const char *const *cc; /* bcc never appears in headers */
@@ -34,19 +34,6 @@ struct mime_msg {
 	const char *boundary_seed; /* makes the boundary deterministic;
 						    NULL = message_id */
 };
-
-/* One mailbox split into its parts; both point into the string given. */
-struct mime_mailbox {
-	const char *name; /* display name as written (quoted or not), name_len 0 = none */
-	size_t name_len;
-	const char *addr; /* the addr-spec, unchecked */
-	size_t addr_len;
-};
-
-/* Splits "addr" or "Display Name <addr>" (surrounding white space ignored). Returns 0,
- * or -1 when a closing '>' has no opening '<'. The addr-spec is not validated here:
- * mime_build() refuses a malformed one. */
-int mime_mailbox_split(const char *item, struct mime_mailbox *mb);
 
 /*
  * Appends the complete message to out (CRLF everywhere, no dot-stuffing: the SMTP client

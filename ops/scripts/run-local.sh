@@ -149,7 +149,7 @@ MSG
 export OUTBOXD_DATABASE_URL=$DBURL
 export OUTBOXD_SMTP_URL=smtp://127.0.0.1:$SMTP_PORT
 export OUTBOXD_SMTP_TLS=${OUTBOXD_SMTP_TLS:-none}
-export OUTBOXD_SMTP_FROM=${OUTBOXD_SMTP_FROM:-outboxd@localhost}
+export OUTBOXD_SMTP_FROM=${OUTBOXD_SMTP_FROM:-outboxd@localhost.localdomain}
 export OUTBOXD_KAFKA_BROKERS=$kafka_brokers
 export OUTBOXD_HTTP_LISTEN=$HTTP_LISTEN
 export OUTBOXD_HTTP_CONSOLE_TOKEN_FILE=$token_file

@@ -3,12 +3,12 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(79);
+SELECT plan(81);
 
 -- Address syntax (the function behind every address check).
 SELECT is(outbox.addr_spec_problem(a), NULL, 'accepted address: ' || a)
   FROM unnest(ARRAY['a@example.com', 'first.last+tag@sub.example.co.uk', 'x_y-z@a-b.io', 'A@EXAMPLE.COM',
-                    'o''brien@example.ie', 'user@[192.0.2.1]', 'user@[IPv6:2001:db8::1]']) AS a;
+                    'o''brien@example.ie', 'a@xn--bcher-kva.example']) AS a;
 SELECT is(outbox.addr_spec_problem(a), 'malformed address (expected local@domain)', 'refused address: ' || a)
   FROM unnest(ARRAY['plain', 'a@localhost', 'a b@example.com', '<a@example.com>', 'a@@example.com',
                     '.a@example.com', 'a..b@example.com', 'a@-example.com', 'a@example..com',
@@ -38,6 +38,11 @@ SELECT throws_ok($$INSERT INTO outbox.messages (recipients, body_text) VALUES (A
     '23514', 'outbox.messages.recipients[1]: empty address', 'recipients empty string');
 SELECT throws_ok($$INSERT INTO outbox.messages (recipients, body_text) VALUES (ARRAY[repeat('a', 250) || '@example.com'], 'b')$$,
     '23514', 'outbox.messages.recipients[1]: address longer than 254 characters', 'recipients too long');
+SELECT throws_ok($$INSERT INTO outbox.messages (recipients, body_text) VALUES (ARRAY['user@[192.0.2.1]'], 'b')$$,
+    '23514', 'outbox.messages.recipients[1]: address literal (user@[...]) not accepted: use a domain name',
+    'recipients address literal (the dispatcher cannot send it)');
+SELECT throws_ok($$INSERT INTO outbox.messages (recipients, body_text) VALUES (ARRAY[repeat('l', 65) || '@example.com'], 'b')$$,
+    '23514', 'outbox.messages.recipients[1]: local part longer than 64 characters', 'recipients local part too long');
 SELECT throws_ok($$INSERT INTO outbox.messages (recipients, body_text) VALUES (ARRAY[['a@example.com'], ['b@example.com']], 'b')$$,
     '23514', 'outbox.messages.recipients: must be a one-dimensional array', 'recipients two-dimensional');
 SELECT throws_ok($$INSERT INTO outbox.messages (recipients, body_text)
@@ -70,6 +75,8 @@ SELECT throws_ok($$INSERT INTO outbox.messages (sender, recipients, body_text) V
     '23514', 'outbox.messages.sender: malformed address (expected local@domain)', 'sender display form with bad address');
 SELECT throws_ok($$INSERT INTO outbox.messages (sender, recipients, body_text) VALUES (E'Acme <n@acme.com>\r\nBcc: v@example.net', ARRAY['a@example.com'], 'b')$$,
     '23514', 'outbox.messages.sender: contains CR or LF', 'sender header injection');
+SELECT throws_ok($$INSERT INTO outbox.messages (sender, recipients, body_text) VALUES ('Acme <n@[192.0.2.1]>', ARRAY['a@example.com'], 'b')$$,
+    '23514', 'outbox.messages.sender: address literal (user@[...]) not accepted: use a domain name', 'sender address literal');
 SELECT throws_ok($$INSERT INTO outbox.messages (sender, recipients, body_text) VALUES ('A <b> <n@acme.com>', ARRAY['a@example.com'], 'b')$$,
     '23514', 'outbox.messages.sender: malformed address (expected local@domain or Name <local@domain>)', 'sender with two angle pairs');
 SELECT throws_ok($$INSERT INTO outbox.messages (reply_to, recipients, body_text) VALUES ('a@@example.com', ARRAY['a@example.com'], 'b')$$,

@@ -262,6 +262,7 @@ static void test_bad_inline(void)
 	expect_bad("smtp:\n  rate_limit: nan\n", "smtp.rate_limit", 1);
 	expect_bad("smtp:\n  rate_limit: 0x1p3\n", "smtp.rate_limit", 1);
 	expect_bad("smtp:\n  from: nobody\n", "smtp.from", 1);
+	expect_bad("smtp:\n  from: \"Ops <ops@[192.0.2.1]>\"\n", "smtp.from", 1); /* the address grammar */
 	expect_bad("kafka:\n  brokers: \"a:9092,,b:9092\"\n", "kafka.brokers", 1);
 	expect_bad("kafka:\n  sasl_mechanism: PLAIN\n", "kafka.sasl_mechanism", 1);
 	expect_bad("kafka:\n  security_protocol: SSL\n", "kafka.security_protocol", 1);
