@@ -30,7 +30,7 @@
 #define HTTP_MAX_HEADERS 8192
 #define HTTP_MAX_BODY 1024
 #define HTTP_TIMEOUT_S 10
-#define HTTP_REASON_MAX 256
+#define HTTP_REASON_MAX 512
 
 #define CT_JSON "application/json"
 #define CT_TEXT "text/plain; charset=utf-8"
@@ -254,7 +254,11 @@ static void serve_ready(struct http_server *srv, struct evhttp_request *req)
 	size_t i;
 
 	if (srv->ready_cb == NULL || srv->ready_cb(srv->arg, reason, sizeof(reason)) == 1) {
-		reply_json(req, HTTP_OK, json_pack("{s:s}", "status", "ready"));
+		/* ready, perhaps with a note on something degraded that a restart would not fix */
+		reason[sizeof(reason) - 1] = '\0';
+		reply_json(req, HTTP_OK,
+			   reason[0] ? json_pack("{s:s,s:s}", "status", "ready", "reason", reason)
+				     : json_pack("{s:s}", "status", "ready"));
 		return;
 	}
 	reason[sizeof(reason) - 1] = '\0';

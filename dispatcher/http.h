@@ -11,8 +11,9 @@ struct http_server;
 
 /*
  * Readiness probe, called on the loop for each GET /health/ready. Returns 1 when the
- * dispatcher is ready, or 0 after writing a short human reason (NUL-terminated, at most
- * reason_len bytes) such as "database unreachable". It must only read state the loop
+ * dispatcher is ready (a reason written all the same is served as a note), or 0 after
+ * writing a short human reason (NUL-terminated, at most reason_len bytes) such as
+ * "database unreachable". It must only read state the loop
  * already holds: it must not block or run queries.
  */
 typedef int (*http_ready_fn)(void *arg, char *reason, size_t reason_len);

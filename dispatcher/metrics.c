@@ -840,6 +840,13 @@ static void register_retention(struct reg_ctx *x, struct outboxd_metrics *om)
 		x, note(x, metrics_gauge_new(
 				   x->reg, "outboxd_retention_leader",
 				   "1 while this dispatcher holds the retention lock (one dispatcher purges).", NULL)));
+	om->lock_foreign = note(
+		x, metrics_gauge_new(x->reg, "outboxd_lock_foreign_holder",
+				     "1 while a session that is not outboxd holds this advisory lock (mirror, "
+				     "retention), as last looked up by this dispatcher; the log names its pid.",
+				     "lock", NULL));
+	om->lock_foreign_mirror = note_child(x, metrics_child(om->lock_foreign, "mirror", NULL));
+	om->lock_foreign_retention = note_child(x, metrics_child(om->lock_foreign, "retention", NULL));
 }
 
 struct outboxd_metrics *outboxd_metrics_new(struct metrics *reg, const char *version)

@@ -149,6 +149,10 @@ struct outboxd_metrics {
 	 * time of the last finished pass, and whether this dispatcher is the one purging */
 	struct metrics_family *retention_removed;
 	struct metrics_child *retention_dropped, *retention_last_pass, *retention_leader;
+	/* outboxd_lock_foreign_holder{lock}: 1 while a session that is not outboxd holds the
+	 * mirror's or the retention's advisory lock, as this dispatcher last saw it */
+	struct metrics_family *lock_foreign;
+	struct metrics_child *lock_foreign_mirror, *lock_foreign_retention;
 };
 
 /*

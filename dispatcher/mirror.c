@@ -17,6 +17,7 @@
 #include "config.h"
 #include "job.h"
 #include "kafka.h"
+#include "lockwatch.h"
 #include "log.h"
 #include "pg.h"
 #include "pgarray.h"
@@ -103,6 +104,7 @@ struct kafka_mirror {
 	struct event *ev_read, *ev_after, *ev_reset;
 	unsigned ticks, next_lock_tick;
 	enum mirror_state state;
+	struct lock_watch watch; /* who holds the lock while this replica cannot have it */
 
 	/* reading */
 	int read_inflight; /* the limit of the read in flight, 0 = none */
@@ -808,10 +810,12 @@ static void lock_done(void *arg, const struct pg_result *res, const char *err)
 		return;
 	}
 	if (strcmp(pg_value(res, 0, 0), "t") != 0) {
-		/* Another replica publishes; try again in 1-2 s. */
+		/* Another replica publishes, or another login holds the key: try again in 1-2 s. */
 		m->next_lock_tick = m->ticks + 4 + (unsigned)(backoff_random64() % 5);
+		lock_watch_ask(&m->watch, m->pg);
 		return;
 	}
+	lock_watch_clear(&m->watch);
 	mirror_set_state(m, MIRROR_SETTING_UP);
 	p[0] = m->cfg->lifecycle_events ? "true" : "false";
 	if (pg_query(m->pg, "LISTEN outbox_events", 0, NULL, 10000, NULL, NULL) != 0 ||
@@ -952,6 +956,7 @@ struct kafka_mirror *kafka_mirror_new(struct event_base *base, const struct conf
 	m->cfg = cfg;
 	m->tm = tm;
 	m->state = MIRROR_FOLLOWER;
+	lock_watch_init(&m->watch, "mirror", tm);
 	m->strict = cfg->kafka_message_timeout_ms > 0;
 	snprintf(m->guard, sizeof m->guard, "0");
 	snprintf(m->owner, sizeof m->owner, "%s:mirror", owner);

@@ -14,6 +14,7 @@
 
 #include "clock.h"
 #include "config.h"
+#include "lockwatch.h"
 #include "log.h"
 #include "pg.h"
 #include "telemetry.h"
@@ -40,6 +41,7 @@ struct retention {
 	int querying; /* a lock, unlock or purge query is on the wire */
 	int in_pass;  /* a pass started and has not finished */
 	int stopping;
+	struct lock_watch watch; /* who holds the lock while this replica cannot have it */
 	uint64_t next_pass_ms;
 	uint64_t batch_started_ms;
 	long long pass_removed;
@@ -180,8 +182,12 @@ static void on_lock_done(void *arg, const struct pg_result *res, const char *err
 		log_warn("retention: lock request failed", "serror", err ? err : pg_result_error(res), NULL);
 		return;
 	}
-	if (strcmp(pg_value(res, 0, 0), "t") == 0)
+	if (strcmp(pg_value(res, 0, 0), "t") == 0) {
+		lock_watch_clear(&r->watch);
 		set_leader(r, 1, "lock taken");
+	} else {
+		lock_watch_ask(&r->watch, r->pg);
+	}
 }
 
 static void on_unlock_done(void *arg, const struct pg_result *res, const char *err)
@@ -200,6 +206,8 @@ void retention_tick(struct retention *r)
 	if (r->querying || !pg_ready(r->pg))
 		return;
 	if (!r->cfg->retention_enabled) {
+		if (r->watch.foreign_pid != 0)
+			lock_watch_clear(&r->watch); /* not this replica's business any more */
 		/* switched off by a reload: let another replica (or nobody) have the lock */
 		if (r->leader) {
 			set_leader(r, 0, "retention.enabled off");
@@ -257,6 +265,7 @@ struct retention *retention_new(struct event_base *base, const struct config *cf
 	r->base = base;
 	r->tm = tm;
 	r->cfg = cfg;
+	lock_watch_init(&r->watch, "retention", tm);
 	/* Statements stay short (small batches); a partition drop waits 100 ms at most for
 	 * its lock, set by the SQL itself. */
 	r->pg = pg_new(base, "outboxd-retention", cfg->database_url,

@@ -33,6 +33,8 @@ struct telemetry {
 	int stats_running;
 	long schema_version; /* applied in the database; -1 unknown */
 	int db_up;
+	char foreign_mirror[320]; /* a holder of the mirror lock that is not outboxd, "" = none */
+	char foreign_retention[320];
 };
 
 /* Figures from SQL, all in one round trip, as one JSON document. */
@@ -73,6 +75,16 @@ static int ready_cb(void *arg, char *reason, size_t len)
 	if (t->smtp_breaker && breaker_state(t->smtp_breaker) == BREAKER_OPEN) {
 		snprintf(reason, len, "smtp circuit breaker open");
 		return 0;
+	}
+	/* Ready all the same, with the reason: email delivery goes on, and neither a restart
+	 * nor taking replicas out of service frees a lock another login holds. */
+	if (t->foreign_mirror[0])
+		snprintf(reason, len, "kafka mirror lock held by %s, not outboxd: no replica publishes events",
+			 t->foreign_mirror);
+	if (t->foreign_retention[0]) {
+		size_t n = strlen(reason);
+		snprintf(reason + n, len - n, "%sretention lock held by %s, not outboxd: no replica purges",
+			 n ? "; " : "", t->foreign_retention);
 	}
 	return 1;
 }
@@ -262,6 +274,15 @@ void telemetry_retention_pass(struct telemetry *t, double unix_time)
 void telemetry_retention_leader(struct telemetry *t, int leader)
 {
 	metrics_set(t->om->retention_leader, leader ? 1 : 0);
+}
+
+void telemetry_lock_foreign(struct telemetry *t, const char *lock, const char *holder)
+{
+	int mirror = strcmp(lock, "mirror") == 0;
+	char *note = mirror ? t->foreign_mirror : t->foreign_retention;
+
+	snprintf(note, sizeof(t->foreign_mirror), "%s", holder ? holder : "");
+	metrics_set(mirror ? t->om->lock_foreign_mirror : t->om->lock_foreign_retention, holder ? 1 : 0);
 }
 
 static void apply_stats(struct telemetry *t, json_t *o)

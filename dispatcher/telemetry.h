@@ -45,6 +45,11 @@ void telemetry_retention_removed(struct telemetry *t, const char *table, const c
 void telemetry_retention_dropped(struct telemetry *t, unsigned n);
 void telemetry_retention_pass(struct telemetry *t, double unix_time);
 void telemetry_retention_leader(struct telemetry *t, int leader);
+/* A session that is not outboxd holds lock ("mirror" or "retention"): holder names it
+ * ("pid N, user U, application 'A'", copied), NULL once it is gone. Sets
+ * outboxd_lock_foreign_holder{lock} and the note /health/ready gives (still ready: SMTP
+ * delivery goes on, and restarting or unrouting outboxd would not free the lock). */
+void telemetry_lock_foreign(struct telemetry *t, const char *lock, const char *holder);
 /* The queue figures read last (object: depth, oldest, lag_rows, lag_seconds, ...), borrowed
  * until the next read, with when they were read (CLOCK_MONOTONIC seconds) in *at; NULL before
  * the first read. */

@@ -10,6 +10,9 @@ import psycopg2
 import pytest
 
 from conftest import psql, run_outboxd
+from outboxd_proc import wait_for
+from smtp_servers import free_port
+from test_operate import OpsOutboxd
 
 MIRROR_KEY = 8031453476610927457  # outbox.mirror_lock_key(), "outboxka"
 MIGRATE_KEY = 8031453476610927975  # outbox.migrate_lock_key(), "outboxmg"
@@ -89,3 +92,52 @@ def test_migrate_gives_up_naming_the_holder(migrated_db, logins):
         held.release()
     r = run_outboxd("migrate", "--database-url", db.url, "--wait-timeout", "2", timeout=30)
     assert r.returncode == 0, r.stderr
+
+
+def warnings_about(d, lock):
+    return [x for x in d.log_lines()
+            if x.get("msg") == "advisory lock held by a session that is not outboxd" and x.get("lock") == lock]
+
+
+def test_mirror_names_a_foreign_holder_then_takes_over(migrated_db, logins):
+    """The dispatcher runs as its own restricted login; no broker is needed to see the
+    election (the leader's log line comes before any produce)."""
+    db = migrated_db
+    producer = logins["producer"]
+    db.sql(f"ALTER DATABASE {db.name} SET track_functions = 'pl'")  # counts the lookups
+    held = HeldLock(db, producer, MIRROR_KEY)
+    d = OpsOutboxd(db, "smtp://127.0.0.1:1", name="locks", env={
+        "OUTBOXD_DATABASE_URL": login_url(db, logins["dispatcher"]),
+        "OUTBOXD_KAFKA_BROKERS": f"127.0.0.1:{free_port()}",
+    })
+    try:
+        d.start()
+        w = wait_for(lambda: warnings_about(d, "mirror"), timeout=15, what="the foreign holder logged")[0]
+        assert (w["holder_pid"], w["holder_user"], w["holder_application"]) == (held.pid, producer, "billing-worker")
+        assert w["level"] == "warn" and "no replica publishes" in w["effect"]
+
+        def ready_note():
+            code, body = d.get("/health/ready")
+            return code == 200 and json.loads(body).get("reason", "")
+        # ready (SMTP delivery goes on) with the holder named; the dispatcher's login reads
+        # the schema version, which readiness needs
+        note = wait_for(ready_note, timeout=15, what="/health/ready 200 naming the holder")
+        assert f"pid {held.pid}" in note and f"user {producer}" in note and "kafka mirror" in note, note
+        assert d.metrics().get("outboxd_lock_foreign_holder", lock="mirror") == 1
+        assert d.metrics().get("outboxd_lock_foreign_holder", lock="retention") == 0
+        # the election goes on every 1-2 s, a lookup every 5 s; the warning is not repeated
+        # within 30 s
+        wait_for(lambda: int(db.scalar("SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions "
+                                       "WHERE schemaname = 'outbox' AND funcname = 'lock_holders'")) >= 2,
+                 timeout=15, what="a second lookup of the holder")
+        assert len(warnings_about(d, "mirror")) == 1
+    finally:
+        held.release()
+    wait_for(lambda: any(x.get("msg") == "kafka mirror: leader; publishing events" for x in d.log_lines()),
+             timeout=15, what="the mirror taking over")
+    assert len(warnings_about(d, "mirror")) == 1
+    assert any(x.get("msg", "").startswith("advisory lock: the session that is not outboxd let go")
+               for x in d.log_lines())
+    assert d.metrics().get("outboxd_lock_foreign_holder", lock="mirror") == 0
+    assert json.loads(d.get("/health/ready")[1]) == {"status": "ready"}
+    assert d.stop() == 0
