@@ -349,13 +349,14 @@ static int hw_mailbox(struct hw *h, const char *what, const char *item, int last
 		snprintf(err, errlen, "%s: missing", what);
 		return -1;
 	}
-	if (check_text(what, item, err, errlen) < 0)
-		return -1;
+	/* the grammar first, so that the reason is the one INSERT gives (sql/01_validate.sql) */
 	why = address_mailbox_parse(item, &mb);
 	if (why != NULL) {
 		snprintf(err, errlen, "%s: %s", what, why);
 		return -1;
 	}
+	if (check_text(what, item, err, errlen) < 0)
+		return -1;
 	addr = mb.addr;
 	alen = mb.addr_len;
 	name = mb.name;
