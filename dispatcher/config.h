@@ -73,6 +73,10 @@ struct config {
 	int http_console_show_body;    /* http.console_show_body */
 	char *log_level;               /* log.level */
 
+	/* http limits */
+	int http_max_connections;        /* http.max_connections */
+	int64_t http_request_timeout_ms; /* http.request_timeout */
+
 	/* retention (all reloadable; durations 0 = keep forever) */
 	int retention_enabled;          /* retention.enabled */
 	int64_t retention_sent_ms;      /* retention.sent */

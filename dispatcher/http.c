@@ -1,6 +1,7 @@
 /* http: routes the three operator endpoints. The listening socket is created here
  * (numeric address, no DNS) so bind errors are reported precisely, then handed to
- * evhttp, which reads and writes without blocking the loop. */
+ * evhttp, which reads and writes without blocking the loop. This file also bounds what
+ * clients may hold: connections (a cap) and time (a deadline per request). */
 #include "http.h"
 #include "hostport.h"
 
@@ -10,10 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/listener.h>
@@ -29,12 +32,41 @@
  * stalls is dropped rather than holding a connection forever. */
 #define HTTP_MAX_HEADERS 8192
 #define HTTP_MAX_BODY 1024
-#define HTTP_TIMEOUT_S 10
 #define HTTP_REASON_MAX 512
+#define HTTP_DEFAULT_MAX_CONNECTIONS 64
+#define HTTP_DEFAULT_TIMEOUT_MS 10000
+/* evhttp's own timeout, which bounds writing an answer, sits this much beyond the request
+ * deadline so that a request that is late is cut (and counted) by the deadline. */
+#define HTTP_WRITE_SLACK_MS 1000
 
 #define CT_JSON "application/json"
 #define CT_TEXT "text/plain; charset=utf-8"
 #define CT_METRICS "text/plain; version=0.0.4; charset=utf-8"
+
+/* At most one warning per LOG_EVERY_MS for each kind of abuse, with the count since. */
+struct ratelog {
+	uint64_t last_ms;
+	long long suppressed;
+};
+
+/*
+ * One client connection. evhttp (libevent 2.1) says nothing when it accepts one: the
+ * bufferevent it asks us for (evhttp_set_bevcb) is the first sign, and its evhttp
+ * connection is looked up on the next loop pass, once evhttp has set it up. From then on
+ * the close callback says when it goes.
+ */
+struct http_conn {
+	struct http_server *srv;
+	struct bufferevent *bev;         /* our reference, until attached */
+	struct evhttp_connection *evcon; /* NULL until attached */
+	TAILQ_ENTRY(http_conn) link;     /* srv->conns: every connection */
+	/* srv->queue: the attached ones awaiting a request, earliest deadline first (not
+	 * those whose request is being answered) */
+	TAILQ_ENTRY(http_conn) qlink;
+	int queued;
+	uint64_t deadline_ms; /* the whole request must be in by then */
+};
+TAILQ_HEAD(conn_list, http_conn);
 
 struct http_server {
 	struct evhttp *http;
@@ -47,13 +79,38 @@ struct http_server {
 	/* accept() failures (EMFILE, ENFILE, ENOBUFS): the listener pauses instead of spinning */
 	struct evconnlistener *listener;
 	struct event *ev_resume;
-	uint64_t accept_log_ms;      /* when the last accept error was logged */
-	long long accept_suppressed; /* errors since, not logged */
+	struct ratelog accept_log;
+	/* the connection cap and the request deadline */
+	int max_conns;
+	uint64_t timeout_ms;
+	int nconns;              /* attached and counted */
+	struct conn_list conns;  /* every connection, attached or not */
+	struct conn_list queue;  /* awaiting a request, by deadline */
+	struct event *ev_attach; /* looks up new connections after evhttp set them up */
+	struct event *ev_deadline;
+	struct ratelog reject_log, timeout_log;
+	struct metrics_child *m_open, *m_rejected, *m_timeouts;
 };
 
-/* How long the listener rests after accept() failed, and how often that is logged. */
+/* How long the listener rests after accept() failed. */
 #define ACCEPT_PAUSE_MS 250
-#define ACCEPT_LOG_MS 5000
+#define LOG_EVERY_MS 5000
+
+/* Returns 1 when the event may be logged now (*suppressed then says how many were not
+ * since the last time), or 0 after counting it as suppressed. */
+static int ratelog_due(struct ratelog *rl, long long *suppressed)
+{
+	uint64_t now = clock_mono_ms();
+
+	if (rl->last_ms != 0 && now - rl->last_ms < LOG_EVERY_MS) {
+		rl->suppressed++;
+		return 0;
+	}
+	*suppressed = rl->suppressed;
+	rl->last_ms = now;
+	rl->suppressed = 0;
+	return 1;
+}
 
 /* evhttp's listener passes its struct evhttp to the error callback, not ours: servers
  * are found by it (a process runs one or two). */
@@ -90,8 +147,8 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
 {
 	struct http_server *srv = NULL;
 	int err = EVUTIL_SOCKET_ERROR();
-	uint64_t now = clock_mono_ms();
 	struct timeval tv = { 0, ACCEPT_PAUSE_MS * 1000 };
+	long long suppressed;
 
 	for (int i = 0; i < MAX_SERVERS && srv == NULL; i++)
 		if (servers[i] != NULL && (void *)servers[i]->http == arg)
@@ -102,14 +159,224 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
 		return;
 	}
 	evtimer_add(srv->ev_resume, &tv);
-	if (srv->accept_log_ms != 0 && now - srv->accept_log_ms < ACCEPT_LOG_MS) {
-		srv->accept_suppressed++;
+	if (ratelog_due(&srv->accept_log, &suppressed))
+		log_warn("http: accept failed; listener paused", "serror", evutil_socket_error_to_string(err),
+			 "isuppressed", suppressed, "ipause_ms", (long long)ACCEPT_PAUSE_MS, NULL);
+}
+
+/* ---- the connection cap and the request deadline ---- */
+
+static struct timeval ms_to_tv(uint64_t ms)
+{
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+
+	return tv;
+}
+
+/* Arms the timer for the earliest deadline, the queue's head (none: the timer may fire
+ * for nothing, which is harmless). */
+static void deadline_arm(struct http_server *srv)
+{
+	struct http_conn *first = TAILQ_FIRST(&srv->queue);
+	uint64_t now = clock_mono_ms();
+	struct timeval tv;
+
+	if (first == NULL)
 		return;
+	tv = ms_to_tv(first->deadline_ms > now ? first->deadline_ms - now : 0);
+	evtimer_add(srv->ev_deadline, &tv);
+}
+
+static void queue_remove(struct http_conn *c)
+{
+	if (!c->queued)
+		return;
+	TAILQ_REMOVE(&c->srv->queue, c, qlink);
+	c->queued = 0;
+	c->deadline_ms = 0;
+}
+
+/* Gives c the deadline now + timeout. Every deadline is set that way, so appending keeps
+ * the queue in deadline order. */
+static void queue_push(struct http_conn *c)
+{
+	struct http_server *srv = c->srv;
+
+	queue_remove(c);
+	c->deadline_ms = clock_mono_ms() + srv->timeout_ms;
+	TAILQ_INSERT_TAIL(&srv->queue, c, qlink);
+	c->queued = 1;
+	if (TAILQ_FIRST(&srv->queue) == c)
+		deadline_arm(srv);
+}
+
+/* The record of an attached connection, or NULL (one left uncounted). */
+static struct http_conn *conn_of(struct http_server *srv, struct evhttp_connection *evcon)
+{
+	struct http_conn *c;
+
+	for (c = TAILQ_FIRST(&srv->conns); c != NULL; c = TAILQ_NEXT(c, link))
+		if (evcon != NULL && c->evcon == evcon)
+			return c;
+	return NULL;
+}
+
+/* Forgets a connection (evhttp frees the connection itself, or the caller does). */
+static void conn_forget(struct http_conn *c)
+{
+	struct http_server *srv = c->srv;
+
+	queue_remove(c);
+	TAILQ_REMOVE(&srv->conns, c, link);
+	if (c->evcon != NULL) {
+		srv->nconns--;
+		metrics_set(srv->m_open, srv->nconns);
 	}
-	log_warn("http: accept failed; listener paused", "serror", evutil_socket_error_to_string(err), "isuppressed",
-		 srv->accept_suppressed, "ipause_ms", (long long)ACCEPT_PAUSE_MS, NULL);
-	srv->accept_log_ms = now;
-	srv->accept_suppressed = 0;
+	free(c);
+}
+
+/* evhttp is closing the connection (client gone, error, its own timeout, or http_stop). */
+static void on_conn_close(struct evhttp_connection *evcon, void *arg)
+{
+	(void)evcon;
+	conn_forget(arg);
+}
+
+/* Returns the evhttp connection that took bev, or NULL when evhttp freed it already.
+ * evhttp makes its connection the bufferevent's callback argument, and clears the
+ * callbacks when it frees the bufferevent. */
+static struct evhttp_connection *evcon_of(struct bufferevent *bev)
+{
+	void (*readcb)(struct bufferevent *, void *) = NULL;
+	void *cbarg = NULL;
+
+	bufferevent_getcb(bev, &readcb, NULL, NULL, &cbarg);
+	if (readcb == NULL || cbarg == NULL || evhttp_connection_get_bufferevent(cbarg) != bev)
+		return NULL;
+	return cbarg;
+}
+
+/* Runs once evhttp has set up the connections accepted since the last pass: counts each
+ * one in, or closes it at once when the cap is reached. */
+static void on_attach(evutil_socket_t fd, short what, void *arg)
+{
+	struct http_server *srv = arg;
+	struct http_conn *c, *next;
+	long long suppressed;
+
+	(void)fd;
+	(void)what;
+	for (c = TAILQ_FIRST(&srv->conns); c != NULL; c = next) {
+		struct evhttp_connection *evcon;
+
+		next = TAILQ_NEXT(c, link);
+		if (c->evcon != NULL)
+			continue;
+		evcon = evcon_of(c->bev);
+		bufferevent_decref(c->bev);
+		c->bev = NULL;
+		if (evcon == NULL) {
+			conn_forget(c);
+			continue;
+		}
+		if (srv->nconns >= srv->max_conns) {
+			conn_forget(c);
+			metrics_inc(srv->m_rejected);
+			if (ratelog_due(&srv->reject_log, &suppressed))
+				log_warn("http: connection limit reached; connection closed", "imax_connections",
+					 (long long)srv->max_conns, "isuppressed", suppressed, NULL);
+			evhttp_connection_free(evcon);
+			continue;
+		}
+		c->evcon = evcon;
+		srv->nconns++;
+		evhttp_connection_set_closecb(evcon, on_conn_close, c);
+		queue_push(c);
+	}
+	metrics_set(srv->m_open, srv->nconns);
+}
+
+/* evhttp asks for the bufferevent of a connection it has just accepted. */
+static struct bufferevent *on_new_bev(struct event_base *base, void *arg)
+{
+	struct http_server *srv = arg;
+	struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	struct http_conn *c = bev != NULL ? calloc(1, sizeof(*c)) : NULL;
+
+	if (c == NULL)
+		return bev; /* out of memory: served, but neither counted nor cut by the deadline */
+	/* held until on_attach, so that it stays valid even if evhttp frees it first */
+	bufferevent_incref(bev);
+	c->srv = srv;
+	c->bev = bev;
+	TAILQ_INSERT_TAIL(&srv->conns, c, link);
+	event_active(srv->ev_attach, EV_TIMEOUT, 0);
+	return bev;
+}
+
+/* Cuts every connection whose request is not in by its deadline (idle or trickling). */
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct http_server *srv = arg;
+	uint64_t now = clock_mono_ms();
+	long long suppressed, cut = 0;
+	struct http_conn *c;
+
+	(void)fd;
+	(void)what;
+	while ((c = TAILQ_FIRST(&srv->queue)) != NULL && c->deadline_ms <= now) {
+		struct evhttp_connection *evcon = c->evcon;
+
+		evhttp_connection_set_closecb(evcon, NULL, NULL);
+		conn_forget(c);
+		evhttp_connection_free(evcon);
+		cut++;
+	}
+	if (cut > 0) {
+		metrics_add(srv->m_timeouts, (double)cut);
+		if (ratelog_due(&srv->timeout_log, &suppressed))
+			log_warn("http: request not received in time; connection closed", "itimeout_ms",
+				 (long long)srv->timeout_ms, "iclosed", cut, "isuppressed", suppressed, NULL);
+	}
+	deadline_arm(srv);
+}
+
+/* The answer is sent: the next request on this connection has its own deadline. */
+static void on_request_done(struct evhttp_request *req, void *arg)
+{
+	struct http_conn *c = conn_of(arg, evhttp_request_get_connection(req));
+
+	if (c != NULL)
+		queue_push(c);
+}
+
+/* A whole request arrived: no deadline while it is answered (the console may wait for the
+ * database, under its own timeouts). */
+static void request_started(struct http_server *srv, struct evhttp_request *req)
+{
+	struct http_conn *c = conn_of(srv, evhttp_request_get_connection(req));
+
+	if (c == NULL)
+		return;
+	queue_remove(c);
+	evhttp_request_set_on_complete_cb(req, on_request_done, srv);
+}
+
+static void register_metrics(struct http_server *srv, struct metrics *reg)
+{
+	struct metrics_family *f;
+
+	if (reg == NULL)
+		return;
+	f = metrics_gauge_new(reg, "outboxd_http_connections", "Open connections to the HTTP port.", NULL);
+	srv->m_open = metrics_child(f, NULL);
+	f = metrics_counter_new(reg, "outboxd_http_connections_rejected_total",
+				"Connections closed at once because http.max_connections were open.", NULL);
+	srv->m_rejected = metrics_child(f, NULL);
+	f = metrics_counter_new(reg, "outboxd_http_request_timeouts_total",
+				"Connections closed because no whole request arrived within http.request_timeout.",
+				NULL);
+	srv->m_timeouts = metrics_child(f, NULL);
 }
 
 enum route { ROUTE_NONE, ROUTE_HEALTH, ROUTE_READY, ROUTE_METRICS };
@@ -297,6 +564,7 @@ static void handle(struct evhttp_request *req, void *arg)
 	enum route r = route_of(uri != NULL ? evhttp_uri_get_path(uri) : NULL);
 	static const char not_found[] = "not found\n", not_allowed[] = "method not allowed\n";
 
+	request_started(srv, req);
 	if (r == ROUTE_NONE && srv->extra != NULL && srv->extra(srv->extra_arg, req))
 		return;
 	if (r == ROUTE_NONE) {
@@ -333,6 +601,8 @@ struct http_server *http_start(struct event_base *base, const char *addr, struct
 		snprintf(errbuf, errlen, "http: out of memory");
 		return NULL;
 	}
+	TAILQ_INIT(&srv->conns);
+	TAILQ_INIT(&srv->queue);
 	srv->reg = reg;
 	srv->ready_cb = ready_cb;
 	srv->arg = arg;
@@ -347,7 +617,6 @@ struct http_server *http_start(struct event_base *base, const char *addr, struct
 		snprintf(errbuf, errlen, "http: evhttp_new failed");
 		goto fail;
 	}
-	evhttp_set_timeout(srv->http, HTTP_TIMEOUT_S);
 	evhttp_set_max_headers_size(srv->http, HTTP_MAX_HEADERS);
 	evhttp_set_max_body_size(srv->http, HTTP_MAX_BODY);
 	/* Accept every method so the router can answer 405 with Allow; evhttp would
@@ -356,9 +625,17 @@ struct http_server *http_start(struct event_base *base, const char *addr, struct
 						      EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
 						      EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
 	evhttp_set_gencb(srv->http, handle, srv);
-	/* From here the evhttp listener owns fd and closes it in evhttp_free(). */
+	evhttp_set_bevcb(srv->http, on_new_bev, srv);
 	srv->ev_resume = evtimer_new(base, on_accept_resume, srv);
-	bound = srv->ev_resume != NULL ? evhttp_accept_socket_with_handle(srv->http, fd) : NULL;
+	srv->ev_attach = event_new(base, -1, 0, on_attach, srv);
+	srv->ev_deadline = evtimer_new(base, on_deadline, srv);
+	if (srv->ev_resume == NULL || srv->ev_attach == NULL || srv->ev_deadline == NULL) {
+		snprintf(errbuf, errlen, "http: out of memory");
+		goto fail;
+	}
+	http_set_limits(srv, HTTP_DEFAULT_MAX_CONNECTIONS, HTTP_DEFAULT_TIMEOUT_MS);
+	/* From here the evhttp listener owns fd and closes it in evhttp_free(). */
+	bound = evhttp_accept_socket_with_handle(srv->http, fd);
 	if (bound == NULL) {
 		snprintf(errbuf, errlen, "http listen %s: cannot register listener", addr);
 		goto fail;
@@ -366,15 +643,38 @@ struct http_server *http_start(struct event_base *base, const char *addr, struct
 	srv->listener = evhttp_bound_socket_get_listener(bound);
 	server_register(srv);
 	evconnlistener_set_error_cb(srv->listener, on_accept_error);
+	register_metrics(srv, reg);
 	return srv;
 fail:
 	close(fd);
 	if (srv->ev_resume != NULL)
 		event_free(srv->ev_resume);
+	if (srv->ev_attach != NULL)
+		event_free(srv->ev_attach);
+	if (srv->ev_deadline != NULL)
+		event_free(srv->ev_deadline);
 	if (srv->http != NULL)
 		evhttp_free(srv->http);
 	free(srv);
 	return NULL;
+}
+
+void http_set_limits(struct http_server *srv, int max_connections, long long timeout_ms)
+{
+	struct timeval tv;
+	struct http_conn *c;
+	uint64_t latest;
+
+	srv->max_conns = max_connections > 0 ? max_connections : 1;
+	srv->timeout_ms = timeout_ms > 0 ? (uint64_t)timeout_ms : 1;
+	tv = ms_to_tv(srv->timeout_ms + HTTP_WRITE_SLACK_MS);
+	evhttp_set_timeout_tv(srv->http, &tv);
+	/* Deadlines already set end by now + timeout too: the queue stays in order. */
+	latest = clock_mono_ms() + srv->timeout_ms;
+	for (c = TAILQ_FIRST(&srv->queue); c != NULL; c = TAILQ_NEXT(c, qlink))
+		if (c->deadline_ms > latest)
+			c->deadline_ms = latest;
+	deadline_arm(srv);
 }
 
 void http_set_routes(struct http_server *srv, http_route_fn fn, void *arg)
@@ -398,7 +698,17 @@ void http_stop(struct http_server *srv)
 	if (srv == NULL)
 		return;
 	server_unregister(srv);
+	/* frees every connection: their close callbacks forget the attached ones */
 	evhttp_free(srv->http);
+	while (!TAILQ_EMPTY(&srv->conns)) {
+		struct bufferevent *bev = TAILQ_FIRST(&srv->conns)->bev;
+
+		conn_forget(TAILQ_FIRST(&srv->conns));
+		if (bev != NULL)
+			bufferevent_decref(bev);
+	}
 	event_free(srv->ev_resume);
+	event_free(srv->ev_attach);
+	event_free(srv->ev_deadline);
 	free(srv);
 }

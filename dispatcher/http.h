@@ -31,12 +31,24 @@ typedef int (*http_route_fn)(void *arg, struct evhttp_request *req);
 /*
  * Binds addr ("ipv4:port", "[ipv6]:port" or "localhost:port"; port 0 picks a free
  * one; names are never resolved) and serves on base. reg is rendered for /metrics and
- * may be NULL (empty body); ready_cb may be NULL (always ready). reg, ready_cb and arg
- * must outlive the server. Returns the server, which the caller frees with
+ * may be NULL (empty body); the server adds its own families to it
+ * (outboxd_http_connections, outboxd_http_connections_rejected_total,
+ * outboxd_http_request_timeouts_total). ready_cb may be NULL (always ready). reg, ready_cb
+ * and arg must outlive the server. Returns the server, which the caller frees with
  * http_stop(), or NULL with a message in errbuf (bad address, port in use, OOM).
  */
 struct http_server *http_start(struct event_base *base, const char *addr, struct metrics *reg, http_ready_fn ready_cb,
 			       void *arg, char *errbuf, size_t errlen) __attribute__((warn_unused_result));
+
+/*
+ * Limits the server (defaults: 64 connections, 10 s): at most max_connections open at once
+ * (one more is closed at once, unanswered, and counted in
+ * outboxd_http_connections_rejected_total), and a client must send each whole request
+ * within timeout_ms of connecting or of the previous answer, or it is disconnected: idle and
+ * trickling (slowloris) clients alike (outboxd_http_request_timeouts_total). No deadline
+ * runs while a request is being answered. Call it right after http_start().
+ */
+void http_set_limits(struct http_server *srv, int max_connections, long long timeout_ms);
 
 /* Sets the further routes (fn NULL: none); fn and arg must outlive the server. */
 void http_set_routes(struct http_server *srv, http_route_fn fn, void *arg);

@@ -119,6 +119,7 @@ struct telemetry *telemetry_new(struct event_base *base, const struct config *cf
 			telemetry_free(t);
 			return NULL;
 		}
+		http_set_limits(t->http, cfg->http_max_connections, (long long)cfg->http_request_timeout_ms);
 		log_info("http listening", "slisten", cfg->http_listen, NULL);
 		if (cfg->http_console) {
 			t->console = console_new(base, cfg, t, errbuf, errlen);

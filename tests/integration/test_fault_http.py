@@ -1,14 +1,19 @@
-"""The HTTP port at the descriptor limit: accept() failures pause the listener and are
-logged as JSON at most every few seconds; the loop does not spin, and /health answers
-again once descriptors are free."""
+"""The HTTP port under abuse. At the descriptor limit accept() failures pause the listener
+and are logged as JSON at most every few seconds; beyond http.max_connections a connection
+is closed at once; a client that has not sent a whole request within http.request_timeout
+(idle, or trickling bytes) is cut. The loop never spins and /health answers again."""
+import http.client
 import json
 import os
 import resource
+import select
 import socket
-import subprocess
 import time
 import urllib.request
 
+import pytest
+
+from conftest import run_outboxd
 from outboxd_proc import wait_for
 from smtp_servers import free_port
 
@@ -69,3 +74,156 @@ def test_accept_at_the_descriptor_limit_does_not_spin(smtp_sink, outboxd_factory
             s.close()
     wait_for(lambda: health(port) == 200, timeout=20, what="/health answers again")
     assert d.stop() == 0
+
+
+# ---- connection limit and request timeout (http.max_connections, http.request_timeout) ----
+
+def http_daemon(smtp_sink, outboxd_factory, **settings):
+    """A dispatcher serving HTTP on a free port with the given OUTBOXD_HTTP_* settings."""
+    port = free_port()
+    env = {"OUTBOXD_HTTP_LISTEN": f"127.0.0.1:{port}"}
+    env.update({"OUTBOXD_HTTP_" + k.upper(): v for k, v in settings.items()})
+    d = outboxd_factory(smtp_sink.url, env=env)
+    wait_for(lambda: health(port) == 200 or d.proc.poll() is not None, timeout=20, what="/health up")
+    assert d.proc.poll() is None, d.log_text()[-2000:]
+    return d, port
+
+
+def closed_by_peer(sock, timeout):
+    """True when the server closes (or resets) sock within timeout seconds."""
+    ready, _, _ = select.select([sock], [], [], timeout)
+    if not ready:
+        return False
+    try:
+        return sock.recv(4096) == b""
+    except OSError:  # a reset counts as closed
+        return True
+
+
+def accepted(port):
+    """Connections to 127.0.0.1:port the server has accept()ed: established ones still in
+    the kernel's accept queue have no socket inode yet."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == f"0100007F:{port:04X}" and fields[3] == "01" and fields[9] != "0":
+                n += 1
+    return n
+
+
+def metric(port, name):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return None
+
+
+def test_idle_flood_is_capped_and_health_answers_after_the_timeout(smtp_sink, outboxd_factory):
+    limit, extra, timeout_s = 64, 16, 2.0  # the default limit; a short request timeout
+    d, port = http_daemon(smtp_sink, outboxd_factory, request_timeout="2s")
+    rss0 = rss_kb(d.pid)
+    hz = os.sysconf("SC_CLK_TCK")
+    held = []
+    try:
+        t_open = time.monotonic()
+        # In steps the listen backlog (64) holds even when the daemon is slow to run, each
+        # accepted before the next, so that the extra ones below are the ones refused.
+        while len(held) < limit:
+            for _ in range(16):
+                held.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+            wait_for(lambda: accepted(port) >= len(held), timeout=1, interval=0.01, what="held ones accepted")
+        t0, c0 = time.monotonic(), cpu_ticks(d.pid)
+        # Beyond the limit a connection is closed at once, unanswered.
+        for _ in range(extra):
+            s = socket.create_connection(("127.0.0.1", port), timeout=2)
+            try:
+                assert closed_by_peer(s, 1.0), "a connection beyond the limit stayed open"
+            finally:
+                s.close()
+        assert health(port) is None, "/health answered beyond the limit"
+        assert not any(closed_by_peer(s, 0) for s in held), "a held connection was closed early"
+        rss_full = rss_kb(d.pid)
+        # The held ones send nothing: each is closed once the request timeout passes.
+        for s in held:
+            assert closed_by_peer(s, max(0.1, t_open + timeout_s + 2.0 - time.monotonic())), \
+                "an idle connection outlived the request timeout"
+        cut = time.monotonic() - t_open
+        cpu = (cpu_ticks(d.pid) - c0) / hz / (time.monotonic() - t0)
+    finally:
+        for s in held:
+            s.close()
+    wait_for(lambda: health(port) == 200, timeout=5, what="/health after the idle ones were cut")
+    rejected = metric(port, "outboxd_http_connections_rejected_total")
+    open_now = metric(port, "outboxd_http_connections")
+    lines = d.log_lines()  # every line is JSON
+    limit_lines = [l for l in lines if "connection limit" in l.get("msg", "")]
+    timeout_lines = [l for l in lines if "in time" in l.get("msg", "")]
+    print(f"\n{limit} idle + {extra} more: CPU {cpu * 100:.1f}% of a core, RSS {rss0} kB before, "
+          f"{rss_full} kB at the limit; idle ones cut {cut:.2f}s after opening; rejected {rejected}, "
+          f"{len(limit_lines)} limit and {len(timeout_lines)} timeout log lines")
+    assert timeout_s - 0.5 <= cut <= timeout_s + 2.0
+    assert cpu < 0.2, f"the loop spins: {cpu * 100:.0f}% CPU"
+    assert rss_full - rss0 < 4096, f"RSS grew by {rss_full - rss0} kB"
+    assert rejected >= extra  # the /health probe made beyond the limit counts too
+    assert open_now == 1  # the scrape itself
+    assert 1 <= len(limit_lines) <= 2 and 1 <= len(timeout_lines) <= 2, (limit_lines, timeout_lines)
+    assert d.stop() == 0
+
+
+def test_slowloris_is_cut_at_the_request_timeout(smtp_sink, outboxd_factory):
+    """One header byte a second keeps evhttp's read timeout from firing; the request as a
+    whole must still arrive within http.request_timeout."""
+    d, port = http_daemon(smtp_sink, outboxd_factory, request_timeout="2s")
+    s = socket.create_connection(("127.0.0.1", port), timeout=2)
+    try:
+        t0 = time.monotonic()
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n")
+        cut = None
+        while time.monotonic() - t0 < 6:
+            if closed_by_peer(s, 1.0):
+                cut = time.monotonic() - t0
+                break
+            try:
+                s.sendall(b"X")
+            except OSError:
+                cut = time.monotonic() - t0
+                break
+            assert health(port) == 200, "/health blocked by a slow client"
+    finally:
+        s.close()
+    print(f"\nslowloris (1 byte/s) cut after {cut}s (http.request_timeout 2s)")
+    assert cut is not None, "a client trickling one byte a second was never cut"
+    assert 1.5 <= cut <= 3.5, cut
+    assert d.stop() == 0
+
+
+def test_connections_are_released_and_keepalive_works(smtp_sink, outboxd_factory):
+    d, port = http_daemon(smtp_sink, outboxd_factory, max_connections="2", request_timeout="1s")
+    for _ in range(100):  # would run out at the third if closed connections were still counted
+        assert health(port) == 200
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        for _ in range(3):  # the timeout restarts after each answer
+            c.request("GET", "/health")
+            r = c.getresponse()
+            assert r.status == 200 and r.read() == b'{"status":"ok"}'
+            time.sleep(0.6)
+        assert closed_by_peer(c.sock, 2.0), "an idle keep-alive connection was not closed"
+    finally:
+        c.close()
+    assert metric(port, "outboxd_http_connections_rejected_total") == 0
+    assert d.stop() == 0
+
+
+@pytest.mark.parametrize("key,value", [
+    ("HTTP_MAX_CONNECTIONS", "0"), ("HTTP_MAX_CONNECTIONS", "10001"), ("HTTP_MAX_CONNECTIONS", "many"),
+    ("HTTP_REQUEST_TIMEOUT", "10ms"), ("HTTP_REQUEST_TIMEOUT", "2h"), ("HTTP_REQUEST_TIMEOUT", "soon"),
+])
+def test_bad_http_limits_exit_2_naming_the_key(key, value):
+    r = run_outboxd("check-config", env={"OUTBOXD_DATABASE_URL": "postgresql://127.0.0.1/app",
+                                         "OUTBOXD_" + key: value}, timeout=30)
+    name = key.lower().replace("_", ".", 1)
+    assert r.returncode == 2, r.stderr
+    assert any(l.startswith(name + ":") or l.startswith(name + " (") for l in r.stderr.splitlines()), r.stderr

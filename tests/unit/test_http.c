@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
@@ -270,6 +271,10 @@ static void test_metrics_endpoint(struct metrics *reg, struct metrics_child *hit
 	fetch("GET", "/metrics", &r);
 	CHECK_INT(r.status, 200);
 	CHECK_STR(header(&r, "Content-Type", h, sizeof(h)), "text/plain; version=0.0.4; charset=utf-8");
+	/* rendered while the scrape's own connection is open */
+	CHECK(want && strstr(want, "\noutboxd_http_connections 0\n"), "open connections before the scrape");
+	if (want && strstr(want, "\noutboxd_http_connections 0\n"))
+		strstr(want, "\noutboxd_http_connections 0\n")[26] = '1';
 	CHECK_STR(r.body, want);
 	CHECK(r.body && strstr(r.body, "test_hits_total 1\n"), "counter in body");
 	snprintf(want, strlen(want) + 1, "%zu", r.body_len);
@@ -354,6 +359,176 @@ static void test_keepalive(void)
 	resp_free(&r);
 }
 
+/* ---- the connection cap and the request deadline ---- */
+
+static double metric(struct metrics *reg, const char *name)
+{
+	char *text = metrics_render(reg), *p, key[128];
+	double v = -1;
+
+	snprintf(key, sizeof(key), "\n%s ", name);
+	p = text ? strstr(text, key) : NULL;
+	if (p != NULL)
+		v = strtod(p + strlen(key), NULL);
+	free(text);
+	return v;
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Runs the loop until metric name equals want or ms pass; returns 1 when it did. */
+static int wait_metric(struct metrics *reg, const char *name, double want, int ms)
+{
+	long long end = now_ms() + ms;
+
+	while (metric(reg, name) != want) {
+		if (now_ms() > end)
+			return 0;
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		usleep(2000);
+	}
+	return 1;
+}
+
+/* Runs the loop until every client in f[0..n) saw its connection end, or ms pass. */
+static int wait_closed(struct fetch *f, int n, int ms)
+{
+	long long end = now_ms() + ms;
+
+	for (int i = 0; i < n; i++)
+		while (!f[i].done) {
+			if (now_ms() > end)
+				return 0;
+			event_base_loop(base, EVLOOP_NONBLOCK);
+			usleep(2000);
+		}
+	return 1;
+}
+
+#define LIMIT 3
+#define TIMEOUT_MS 300
+
+static void test_connection_limit(struct http_server *srv, struct metrics *reg)
+{
+	struct fetch idle[LIMIT];
+	struct bufferevent *bev[LIMIT];
+	struct resp r;
+	long long t0, cut;
+	double rejected0 = metric(reg, "outboxd_http_connections_rejected_total");
+	double timeouts0 = metric(reg, "outboxd_http_request_timeouts_total");
+
+	http_set_limits(srv, LIMIT, TIMEOUT_MS);
+	CHECK(wait_metric(reg, "outboxd_http_connections", 0, 2000), "no connection open to begin with");
+	t0 = now_ms();
+	for (int i = 0; i < LIMIT; i++) {
+		memset(&idle[i], 0, sizeof(idle[i]));
+		buf_init(&idle[i].raw);
+		bev[i] = connect_raw(&idle[i]);
+	}
+	CHECK(wait_metric(reg, "outboxd_http_connections", LIMIT, 1000), "%d idle connections counted", LIMIT);
+	/* one more is closed unanswered, at once */
+	fetch("GET", "/health", &r);
+	CHECK(r.status == -1 && !r.timed_out, "beyond the limit: status %d, timed out %d", r.status, r.timed_out);
+	CHECK(now_ms() - t0 < TIMEOUT_MS, "refused before the idle ones time out");
+	resp_free(&r);
+	CHECK(metric(reg, "outboxd_http_connections_rejected_total") == rejected0 + 1, "rejection counted");
+	/* the idle ones are cut at the timeout */
+	CHECK(wait_closed(idle, LIMIT, 3000), "idle connections closed");
+	cut = now_ms() - t0;
+	CHECK(cut >= TIMEOUT_MS - 50 && cut < TIMEOUT_MS + 1000, "idle ones cut after %lld ms", cut);
+	CHECK(metric(reg, "outboxd_http_request_timeouts_total") == timeouts0 + LIMIT, "timeouts counted");
+	CHECK(wait_metric(reg, "outboxd_http_connections", 0, 1000), "none open after the cut");
+	for (int i = 0; i < LIMIT; i++) {
+		bufferevent_free(bev[i]);
+		buf_free(&idle[i].raw);
+	}
+	fetch("GET", "/health", &r);
+	CHECK_INT(r.status, 200);
+	resp_free(&r);
+}
+
+static void on_trickle(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	bufferevent_write(arg, "X", 1);
+}
+
+/* A request trickled a byte at a time, each well within evhttp's read timeout, is cut at
+ * the request deadline all the same. */
+static void test_slow_request(struct metrics *reg)
+{
+	struct fetch f;
+	struct bufferevent *bev;
+	struct event *tick;
+	struct timeval every = { 0, 50 * 1000 };
+	long long t0, cut;
+
+	memset(&f, 0, sizeof(f));
+	buf_init(&f.raw);
+	t0 = now_ms();
+	bev = connect_raw(&f);
+	bufferevent_write(bev, "GET /health HTTP/1.1\r\nX-Slow: ", 30);
+	tick = event_new(base, -1, EV_PERSIST, on_trickle, bev);
+	event_add(tick, &every);
+	CHECK(wait_closed(&f, 1, 3000), "slow client closed");
+	cut = now_ms() - t0;
+	CHECK(cut >= TIMEOUT_MS - 50 && cut < TIMEOUT_MS + 1000, "slow client cut after %lld ms", cut);
+	CHECK(f.raw.len == 0, "no answer to a request cut short");
+	event_free(tick);
+	bufferevent_free(bev);
+	buf_free(&f.raw);
+	CHECK(wait_metric(reg, "outboxd_http_connections", 0, 1000), "none open after the cut");
+}
+
+/* However a connection ends, it stops counting: many of each kind stay under the limit. */
+static void test_every_close_is_counted(struct metrics *reg)
+{
+	static const char *const kinds[] = {
+		"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", /* answered, server closes */
+		"garbage\r\n\r\n",                                              /* 400 */
+		"GET /health HTTP/1.0\r\n\r\n",                                 /* HTTP/1.0 */
+		"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+		"POST /health HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n", /* body too large */
+	};
+	struct resp r;
+
+	for (int round = 0; round < 4; round++)
+		for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+			fetch_raw(kinds[k], &r);
+			CHECK(r.status > 0, "%s: answered (%d)", kinds[k], r.status);
+			resp_free(&r);
+		}
+	/* clients that go away first: at once, mid-request, and after a keep-alive answer */
+	for (int i = 0; i < 3 * LIMIT; i++) {
+		struct fetch f;
+		struct bufferevent *bev;
+
+		memset(&f, 0, sizeof(f));
+		buf_init(&f.raw);
+		bev = connect_raw(&f);
+		if (i % 3 == 1)
+			bufferevent_write(bev, "GET /heal", 9);
+		else if (i % 3 == 2)
+			bufferevent_write(bev, "GET /health HTTP/1.1\r\nHost: t\r\n\r\n", 35);
+		CHECK(wait_metric(reg, "outboxd_http_connections", 1, 1000), "client %d counted", i);
+		if (i % 3 == 2) {
+			while (f.raw.len == 0 && !f.done)
+				event_base_loop(base, EVLOOP_ONCE);
+		}
+		bufferevent_free(bev);
+		buf_free(&f.raw);
+		CHECK(wait_metric(reg, "outboxd_http_connections", 0, 1000), "client %d released", i);
+	}
+	CHECK(metric(reg, "outboxd_http_connections_rejected_total") == 1, "no rejection under the limit");
+}
+
 static void test_bind_errors(void)
 {
 	static const char *const bad[] = {
@@ -415,6 +590,9 @@ int main(void)
 	test_errors();
 	test_stalled_client();
 	test_keepalive();
+	test_connection_limit(srv, reg);
+	test_slow_request(reg);
+	test_every_close_is_counted(reg);
 	test_bind_errors();
 	CHECK(st.calls >= 7, "ready callback consulted per request (%d)", st.calls);
 
