@@ -235,6 +235,17 @@ static int job_build(struct dispatcher *d, struct job *j, const struct claimed *
 		hv[k].value = json_is_string(hval) ? json_string_value(hval) : "";
 		k++;
 	}
+	/* bcc is in no header, but it goes to the relay: the grammar INSERT checks holds for it too */
+	for (size_t i = 0; i < c->bcc.n; i++) {
+		const char *b = c->bcc.items[i], *why = address_spec_problem(b, b ? strlen(b) : 0);
+		if (why != NULL) {
+			if (c->bcc.n == 1)
+				snprintf(err, errlen, "bcc: %s", why);
+			else
+				snprintf(err, errlen, "bcc[%zu]: %s", i, why);
+			goto out;
+		}
+	}
 	memset(&m, 0, sizeof(m));
 	m.message_id = j->message_id;
 	m.from = sender;

@@ -1,6 +1,6 @@
 """The dispatcher and INSERT judge addresses alike, on real rows: every case of
-tests/data/addresses.tsv is put into a row as the recipient (the forms without angle
-brackets) and as the sender, past the validation trigger, as a row written before a rule
+tests/data/addresses.tsv is put into a row as the recipient and as the bcc (the forms
+without angle brackets) and as the sender, past the validation trigger, as a row written before a rule
 was tightened would be. The dispatcher sends exactly the rows INSERT would accept and fails
 the others with INSERT's reason as last_error."""
 import json
@@ -24,12 +24,17 @@ def test_dispatcher_sends_what_insert_accepts_and_fails_the_rest_with_its_reason
         INSERT INTO outbox.messages (recipients, subject, body_text, idempotency_key)
         SELECT ARRAY['p' || n || '@example.com'], 'grammar', 'b', 'to:' || n
           FROM public.address_cases WHERE input !~ '[<>]';
+        INSERT INTO outbox.messages (recipients, bcc, subject, body_text, idempotency_key)
+        SELECT ARRAY['t' || n || '@example.com'], ARRAY['p' || n || '@example.com'], 'grammar', 'b', 'bcc:' || n
+          FROM public.address_cases WHERE input !~ '[<>]';
         INSERT INTO outbox.messages (sender, recipients, subject, body_text, idempotency_key)
         SELECT 'p@example.com', ARRAY['r' || n || '@example.com'], 'grammar', 'b', 'from:' || n
           FROM public.address_cases WHERE input <> '';
         SET session_replication_role = replica;
         UPDATE outbox.messages m SET recipients = ARRAY[c.input]
           FROM public.address_cases c WHERE m.idempotency_key = 'to:' || c.n;
+        UPDATE outbox.messages m SET bcc = ARRAY[c.input]
+          FROM public.address_cases c WHERE m.idempotency_key = 'bcc:' || c.n;
         UPDATE outbox.messages m SET sender = c.input
           FROM public.address_cases c WHERE m.idempotency_key = 'from:' || c.n;
     """)
@@ -45,11 +50,11 @@ def test_dispatcher_sends_what_insert_accepts_and_fails_the_rest_with_its_reason
         SELECT json_agg(json_build_object(
                    'column', split_part(m.idempotency_key, ':', 1), 'input', c.input, 'note', c.note,
                    'state', m.state, 'error', m.last_error,
-                   'insert', CASE WHEN m.idempotency_key LIKE 'to:%' THEN outbox.addr_spec_problem(c.input)
-                                  ELSE outbox.mailbox_problem(c.input) END,
-                   'verdict', CASE WHEN m.idempotency_key LIKE 'to:%' THEN c.address ELSE c.mailbox END))
+                   'insert', CASE WHEN m.idempotency_key LIKE 'from:%' THEN outbox.mailbox_problem(c.input)
+                                  ELSE outbox.addr_spec_problem(c.input) END,
+                   'verdict', CASE WHEN m.idempotency_key LIKE 'from:%' THEN c.mailbox ELSE c.address END))
           FROM outbox.messages m
-          JOIN public.address_cases c ON m.idempotency_key IN ('to:' || c.n, 'from:' || c.n)
+          JOIN public.address_cases c ON m.idempotency_key IN ('to:' || c.n, 'bcc:' || c.n, 'from:' || c.n)
     """))
     assert len(rows) == n_rows
     wrong = []
@@ -69,5 +74,5 @@ def test_dispatcher_sends_what_insert_accepts_and_fails_the_rest_with_its_reason
     smtp_sink.wait_for(len(sent), timeout=30)
     envelopes = {rcpt for m in smtp_sink.messages() for rcpt in m.recipients}
     for r in sent:
-        if r["column"] == "to":
+        if r["column"] in ("to", "bcc"):
             assert r["input"] in envelopes, r
