@@ -15,11 +15,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <libpq-fe.h>
-
 #include "buf.h"
 #include "clock.h"
 #include "config.h"
+#include "pg.h"
 #include "file.h"
 
 #ifndef OUTBOXD_DATADIR
@@ -27,7 +26,6 @@
 #endif
 
 #define PROG "outboxd migrate"
-#define BYTEAOID 17
 #define SHA256_HEX 64
 
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
@@ -64,8 +62,8 @@ struct migrate_ctx {
 	struct loaded_file *mig_files; /* parallel to mig.files */
 	struct loaded_file *sql_files;
 	size_t n_sql;
-	PGconn *conn;
-	PGresult *applied; /* version, name, checksum, applied_at; ordered by version */
+	struct pg_sync *conn;
+	struct pg_result *applied; /* version, name, checksum, applied_at; ordered by version */
 };
 
 static const char usage_text[] =
@@ -597,28 +595,29 @@ out_quiet:
 
 /* A one-line rendering of a server error: "SEVERITY SQLSTATE: message (detail: ...)". When
  * text is given and the server reported a position, prefixes "line:col: ". */
-static void report_pg_error(const char *what, const struct buf *text, const PGresult *res, PGconn *conn)
+static void report_pg_error(const char *what, const struct buf *text, const struct pg_result *res,
+			    const struct pg_sync *conn)
 {
 	struct buf b;
-	const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+	const char *primary = pg_result_field(res, PG_FIELD_PRIMARY);
 	buf_init(&b);
 
 	if (!primary) {
-		const char *m = res ? PQresultErrorMessage(res) : "";
+		const char *m = res ? pg_result_error(res) : "";
 		if (!*m)
-			m = PQerrorMessage(conn);
+			m = pg_sync_error(conn);
 		if (buf_put_flat(&b, *m ? m : "unknown error") < 0)
 			goto oom;
 		err("%s: %s", what, b.data);
 		buf_free(&b);
 		return;
 	}
-	const char *pos = PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION);
-	const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY);
-	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-	const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
-	const char *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
-	const char *where = PQresultErrorField(res, PG_DIAG_CONTEXT);
+	const char *pos = pg_result_field(res, PG_FIELD_POSITION);
+	const char *sev = pg_result_field(res, PG_FIELD_SEVERITY);
+	const char *state = pg_result_field(res, PG_FIELD_SQLSTATE);
+	const char *detail = pg_result_field(res, PG_FIELD_DETAIL);
+	const char *hint = pg_result_field(res, PG_FIELD_HINT);
+	const char *where = pg_result_field(res, PG_FIELD_CONTEXT);
 	int line, col;
 
 	if (buf_puts(&b, what) < 0)
@@ -658,34 +657,34 @@ oom:
 }
 
 /* Runs a statement that returns no rows. Returns 0, or -1 after reporting the error. */
-static int exec_cmd(PGconn *conn, const char *what, const char *sql)
+static int exec_cmd(struct pg_sync *conn, const char *what, const char *sql)
 {
-	PGresult *r = PQexec(conn, sql);
-	int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+	struct pg_result *r = pg_sync_exec(conn, sql);
+	int ok = pg_outcome_of(r) == PG_OK_COMMAND || pg_outcome_of(r) == PG_OK_TUPLES;
 	if (!ok)
 		report_pg_error(what, NULL, r, conn);
-	PQclear(r);
+	pg_sync_free_result(r);
 	return ok ? 0 : -1;
 }
 
-/* Runs a query expected to return rows. Returns the result (caller PQclears), or NULL
- * after reporting the error. */
-static PGresult *exec_query(PGconn *conn, const char *what, const char *sql)
+/* Runs a query expected to return rows. Returns the result (the caller frees it with
+ * pg_sync_free_result), or NULL after reporting the error. */
+static struct pg_result *exec_query(struct pg_sync *conn, const char *what, const char *sql)
 {
-	PGresult *r = PQexec(conn, sql);
-	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+	struct pg_result *r = pg_sync_exec(conn, sql);
+	if (pg_outcome_of(r) != PG_OK_TUPLES) {
 		report_pg_error(what, NULL, r, conn);
-		PQclear(r);
+		pg_sync_free_result(r);
 		return NULL;
 	}
 	return r;
 }
 
 /* Abandons the current transaction, if any; errors here are not interesting. */
-static void rollback(PGconn *conn)
+static void rollback(struct pg_sync *conn)
 {
-	if (PQtransactionStatus(conn) != PQTRANS_IDLE)
-		PQclear(PQexec(conn, "ROLLBACK"));
+	if (pg_sync_in_transaction(conn))
+		pg_sync_free_result(pg_sync_exec(conn, "ROLLBACK"));
 }
 
 /*
@@ -693,31 +692,21 @@ static void rollback(PGconn *conn)
  * COPY is refused: a migration file has no data stream. Returns 0, or -1 after reporting
  * the error under the file's name.
  */
-static int exec_file(PGconn *conn, const char *label, const struct buf *text)
+static int exec_file(struct pg_sync *conn, const char *label, const struct buf *text)
 {
-	PGresult *r = PQexec(conn, text->data);
-	ExecStatusType st = PQresultStatus(r);
-	int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY;
+	struct pg_result *r = pg_sync_exec(conn, text->data);
+	enum pg_outcome st = pg_outcome_of(r);
+	int ok = st == PG_OK_COMMAND || st == PG_OK_TUPLES || st == PG_OK_EMPTY;
 
-	if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
-		PGresult *rest;
-		if (st == PGRES_COPY_IN) {
-			PQputCopyEnd(conn, "COPY FROM STDIN is not supported in SQL files");
-		} else {
-			char *row;
-			while (PQgetCopyData(conn, &row, 0) > 0)
-				PQfreemem(row);
-		}
-		while ((rest = PQgetResult(conn)) != NULL)
-			PQclear(rest);
+	if (st == PG_COPY_REFUSED) {
 		err("%s: COPY to or from the client is not supported in SQL files", label);
-		PQclear(r);
+		pg_sync_free_result(r);
 		return -1;
 	}
 	if (!ok)
 		report_pg_error(label, text, r, conn);
-	PQclear(r);
-	if (ok && PQtransactionStatus(conn) != PQTRANS_INTRANS) {
+	pg_sync_free_result(r);
+	if (ok && !pg_sync_in_transaction(conn)) {
 		err("%s: the file ended the transaction itself (COMMIT or ROLLBACK in the file); "
 		    "its changes may be committed but it was not recorded — remove the transaction "
 		    "control statements",
@@ -748,27 +737,17 @@ static int db_connect(struct migrate_ctx *c)
 		}
 	}
 
-	/* Later keywords win, so the URL may override connect_timeout but not our name. */
-	const char *const keys[] = { "connect_timeout", "dbname", "application_name", password ? "password" : NULL,
-				     NULL };
-	const char *const vals[] = { "10", conninfo, "outboxd-migrate", password, NULL };
-	c->conn = PQconnectdbParams(keys, vals, 1);
+	/* connect_timeout 10 s unless the URL says otherwise; the name is always ours */
+	char why[1024];
+	pg_set_password(password);
+	c->conn = pg_sync_connect(conninfo, "outboxd-migrate", why, sizeof why);
+	pg_set_password(NULL);
 	if (password) {
 		explicit_bzero(password, strlen(password));
 		free(password);
 	}
 	if (!c->conn) {
-		err("cannot connect to the database: out of memory");
-		return -1;
-	}
-	if (PQstatus(c->conn) != CONNECTION_OK) {
-		struct buf b;
-		buf_init(&b);
-		if (buf_put_flat(&b, PQerrorMessage(c->conn)) < 0 || !b.data)
-			err("cannot connect to the database");
-		else
-			err("cannot connect to the database: %s", b.data);
-		buf_free(&b);
+		err("cannot connect to the database: %s", why);
 		return -1;
 	}
 	return 0;
@@ -787,7 +766,7 @@ static int db_configure(struct migrate_ctx *c)
 		 "SET client_min_messages = warning; SET lock_timeout = %lld; "
 		 "SET statement_timeout = %lld; SET idle_in_transaction_session_timeout = 0%s%s%s",
 		 c->o.lock_timeout_ms, c->o.statement_timeout_ms,
-		 PQserverVersion(c->conn) >= 140000 ? "; SET client_connection_check_interval = 1000" : "",
+		 pg_sync_server_version(c->conn) >= 140000 ? "; SET client_connection_check_interval = 1000" : "",
 		 c->o.layout ? "; SET outboxd.layout = " : "", c->o.layout ? c->o.layout : "");
 	return exec_cmd(c->conn, "configuring the session", sql);
 }
@@ -810,7 +789,7 @@ static int db_reset_session(struct migrate_ctx *c)
 static int db_lock_holder(struct migrate_ctx *c, char *out, size_t outlen, int *ours)
 {
 	char sql[768];
-	PGresult *r;
+	struct pg_result *r;
 
 	snprintf(sql, sizeof sql,
 		 "SELECT l.pid, coalesce(a.usename::text, '?'), coalesce(a.application_name, ''), "
@@ -822,14 +801,14 @@ static int db_lock_holder(struct migrate_ctx *c, char *out, size_t outlen, int *
 		 MIGRATE_LOCK_KEY, MIGRATE_LOCK_KEY);
 	if (!(r = exec_query(c->conn, "looking up the holder of the migration lock", sql)))
 		return -1;
-	if (PQntuples(r) == 0) {
-		PQclear(r);
+	if (pg_ntuples(r) == 0) {
+		pg_sync_free_result(r);
 		return 0;
 	}
-	*ours = strcmp(PQgetvalue(r, 0, 2), "outboxd-migrate") == 0;
-	snprintf(out, outlen, "pid %s (user %s, application '%s', connected since %s)", PQgetvalue(r, 0, 0),
-		 PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3));
-	PQclear(r);
+	*ours = strcmp(pg_value(r, 0, 2), "outboxd-migrate") == 0;
+	snprintf(out, outlen, "pid %s (user %s, application '%s', connected since %s)", pg_value(r, 0, 0),
+		 pg_value(r, 0, 1), pg_value(r, 0, 2), pg_value(r, 0, 3));
+	pg_sync_free_result(r);
 	return 1;
 }
 
@@ -861,13 +840,13 @@ static int db_lock(struct migrate_ctx *c)
 {
 	char sql[128], holder[512];
 	int ours = 1;
-	PGresult *r;
+	struct pg_result *r;
 
 	snprintf(sql, sizeof sql, "SELECT pg_try_advisory_lock(%lld)", MIGRATE_LOCK_KEY);
 	if (!(r = exec_query(c->conn, "taking the migration lock", sql)))
 		return -1;
-	int got = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-	PQclear(r);
+	int got = strcmp(pg_value(r, 0, 0), "t") == 0;
+	pg_sync_free_result(r);
 	if (got)
 		return 0;
 
@@ -882,18 +861,18 @@ static int db_lock(struct migrate_ctx *c)
 	for (long long left; (left = deadline - (long long)clock_mono_ms()) > 0;) {
 		if (set_lock_timeout(c, left < 30000 ? left : 30000) < 0)
 			return -1;
-		r = PQexec(c->conn, sql);
-		if (PQresultStatus(r) == PGRES_TUPLES_OK) {
-			PQclear(r);
+		r = pg_sync_exec(c->conn, sql);
+		if (pg_outcome_of(r) == PG_OK_TUPLES) {
+			pg_sync_free_result(r);
 			return set_lock_timeout(c, c->o.lock_timeout_ms);
 		}
-		const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+		const char *state = pg_result_field(r, PG_FIELD_SQLSTATE);
 		if (!state || strcmp(state, "55P03") != 0) {
 			report_pg_error("taking the migration lock", NULL, r, c->conn);
-			PQclear(r);
+			pg_sync_free_result(r);
 			return -1;
 		}
-		PQclear(r);
+		pg_sync_free_result(r);
 		if (describe_holder(c, holder, sizeof holder, &ours) < 0)
 			return -1;
 		left = deadline - (long long)clock_mono_ms();
@@ -933,12 +912,12 @@ static const char bookkeeping_sql[] = "BEGIN;"
  */
 static int db_bookkeeping(struct migrate_ctx *c, int create)
 {
-	PGresult *r = exec_query(c->conn, "reading outbox.schema_migrations",
-				 "SELECT to_regclass('outbox.schema_migrations') IS NOT NULL");
+	struct pg_result *r = exec_query(c->conn, "reading outbox.schema_migrations",
+					 "SELECT to_regclass('outbox.schema_migrations') IS NOT NULL");
 	if (!r)
 		return -1;
-	int exists = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-	PQclear(r);
+	int exists = strcmp(pg_value(r, 0, 0), "t") == 0;
+	pg_sync_free_result(r);
 	if (exists || !create)
 		return exists;
 	if (exec_cmd(c->conn, "creating outbox.schema_migrations", bookkeeping_sql) < 0) {
@@ -960,25 +939,20 @@ static int db_load_applied(struct migrate_ctx *c, int table_exists)
 }
 
 /* Computes the sha256 hex of a file's bytes on the server (no crypto library needed). */
-static int db_checksum(PGconn *conn, const char *label, struct loaded_file *f)
+static int db_checksum(struct pg_sync *conn, const char *label, struct loaded_file *f)
 {
-	const Oid types[1] = { BYTEAOID };
-	const char *values[1] = { f->text.data };
-	const int lengths[1] = { (int)f->text.len };
-	const int formats[1] = { 1 };
-
 	if (f->text.len > INT_MAX) {
 		err("%s: file too large", label);
 		return -1;
 	}
-	PGresult *r = PQexecParams(conn, "SELECT encode(sha256($1), 'hex')", 1, types, values, lengths, formats, 0);
-	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 || strlen(PQgetvalue(r, 0, 0)) != SHA256_HEX) {
+	struct pg_result *r = pg_sync_exec_bytea(conn, "SELECT encode(sha256($1), 'hex')", f->text.data, f->text.len);
+	if (pg_outcome_of(r) != PG_OK_TUPLES || pg_ntuples(r) != 1 || strlen(pg_value(r, 0, 0)) != SHA256_HEX) {
 		report_pg_error(label, NULL, r, conn);
-		PQclear(r);
+		pg_sync_free_result(r);
 		return -1;
 	}
-	memcpy(f->checksum, PQgetvalue(r, 0, 0), SHA256_HEX + 1);
-	PQclear(r);
+	memcpy(f->checksum, pg_value(r, 0, 0), SHA256_HEX + 1);
+	pg_sync_free_result(r);
 	return 0;
 }
 
@@ -996,8 +970,8 @@ static long find_file(const struct migrate_ctx *c, int version)
 /* Row of c->applied with this version, or -1. */
 static int find_applied(const struct migrate_ctx *c, int version)
 {
-	for (int i = 0; i < PQntuples(c->applied); i++)
-		if (atoi(PQgetvalue(c->applied, i, 0)) == version)
+	for (int i = 0; i < pg_ntuples(c->applied); i++)
+		if (atoi(pg_value(c->applied, i, 0)) == version)
 			return i;
 	return -1;
 }
@@ -1024,10 +998,10 @@ static int load_migrations(struct migrate_ctx *c)
 static int verify_applied(struct migrate_ctx *c, int quiet)
 {
 	int changed = 0;
-	for (int i = 0; i < PQntuples(c->applied); i++) {
-		int v = atoi(PQgetvalue(c->applied, i, 0));
-		const char *name = PQgetvalue(c->applied, i, 1);
-		const char *sum = PQgetvalue(c->applied, i, 2);
+	for (int i = 0; i < pg_ntuples(c->applied); i++) {
+		int v = atoi(pg_value(c->applied, i, 0));
+		const char *name = pg_value(c->applied, i, 1);
+		const char *sum = pg_value(c->applied, i, 2);
 		long f = find_file(c, v);
 		if (f < 0) {
 			if (!quiet)
@@ -1071,25 +1045,25 @@ static int apply_one(struct migrate_ctx *c, size_t i)
 	snprintf(vbuf, sizeof vbuf, "%d", mf->version);
 	snprintf(msbuf, sizeof msbuf, "%lld", ms > INT_MAX ? (long long)INT_MAX : ms);
 	const char *values[4] = { vbuf, mf->name, lf->checksum, msbuf };
-	PGresult *r = PQexecParams(c->conn,
-				   "INSERT INTO outbox.schema_migrations (version, name, checksum, duration_ms) "
-				   "VALUES ($1, $2, $3, $4)",
-				   4, NULL, values, NULL, NULL, 0);
-	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+	struct pg_result *r = pg_sync_exec_params(c->conn,
+						  "INSERT INTO outbox.schema_migrations (version, name, checksum, "
+						  "duration_ms) VALUES ($1, $2, $3, $4)",
+						  4, values);
+	if (pg_outcome_of(r) != PG_OK_COMMAND) {
 		report_pg_error(mf->filename, NULL, r, c->conn);
-		PQclear(r);
+		pg_sync_free_result(r);
 		rollback(c->conn);
 		return -1;
 	}
-	PQclear(r);
-	r = PQexec(c->conn, "COMMIT");
-	if (PQresultStatus(r) != PGRES_COMMAND_OK) { /* e.g. a deferred constraint */
+	pg_sync_free_result(r);
+	r = pg_sync_exec(c->conn, "COMMIT");
+	if (pg_outcome_of(r) != PG_OK_COMMAND) { /* e.g. a deferred constraint */
 		report_pg_error(mf->filename, NULL, r, c->conn);
-		PQclear(r);
+		pg_sync_free_result(r);
 		rollback(c->conn);
 		return -1;
 	}
-	PQclear(r);
+	pg_sync_free_result(r);
 	char stem[PATH_MAX];
 	size_t n = strlen(mf->filename) - 4;
 	snprintf(stem, sizeof stem, "%.*s", (int)n, mf->filename);
@@ -1117,24 +1091,25 @@ static int apply_sql(struct migrate_ctx *c)
 			return -1;
 		}
 	}
-	PGresult *r = PQexec(c->conn, "COMMIT");
-	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+	struct pg_result *r = pg_sync_exec(c->conn, "COMMIT");
+	if (pg_outcome_of(r) != PG_OK_COMMAND) {
 		report_pg_error("sql: COMMIT", NULL, r, c->conn);
-		PQclear(r);
+		pg_sync_free_result(r);
 		rollback(c->conn);
 		return -1;
 	}
-	PQclear(r);
+	pg_sync_free_result(r);
 	say("sql: re-applied %zu file%s (%lld ms)", c->n_sql, c->n_sql == 1 ? "" : "s",
 	    (long long)clock_mono_ms() - t0);
 	return 0;
 }
 
 /* Prints the connection target without any password: user@host:port/dbname. */
-static void print_target(PGconn *conn)
+static void print_target(const struct pg_sync *conn)
 {
-	const char *host = PQhost(conn);
-	say("database: %s@%s:%s/%s", PQuser(conn), host && *host ? host : "(local socket)", PQport(conn), PQdb(conn));
+	char target[512];
+	pg_sync_target(conn, target, sizeof target);
+	say("database: %s", target);
 }
 
 static void print_dirs(const struct migrate_ctx *c)
@@ -1151,19 +1126,19 @@ static int run_status(struct migrate_ctx *c)
 {
 	print_target(c->conn);
 	print_dirs(c);
-	say("applied:%s", PQntuples(c->applied) ? "" : " none");
-	for (int i = 0; i < PQntuples(c->applied); i++) {
-		int v = atoi(PQgetvalue(c->applied, i, 0));
+	say("applied:%s", pg_ntuples(c->applied) ? "" : " none");
+	for (int i = 0; i < pg_ntuples(c->applied); i++) {
+		int v = atoi(pg_value(c->applied, i, 0));
 		long f = find_file(c, v);
-		const char *recorded = PQgetvalue(c->applied, i, 2);
+		const char *recorded = pg_value(c->applied, i, 2);
 		if (f < 0)
-			say("  %04d_%-30s %s  missing (no file; an older release?)", v, PQgetvalue(c->applied, i, 1),
-			    PQgetvalue(c->applied, i, 3));
+			say("  %04d_%-30s %s  missing (no file; an older release?)", v, pg_value(c->applied, i, 1),
+			    pg_value(c->applied, i, 3));
 		else if (strcmp(recorded, c->mig_files[f].checksum) == 0)
-			say("  %04d_%-30s %s  ok", v, PQgetvalue(c->applied, i, 1), PQgetvalue(c->applied, i, 3));
+			say("  %04d_%-30s %s  ok", v, pg_value(c->applied, i, 1), pg_value(c->applied, i, 3));
 		else
 			say("  %04d_%-30s %s  CHANGED (%s: sha256 %.12s..., recorded %.12s...)", v,
-			    PQgetvalue(c->applied, i, 1), PQgetvalue(c->applied, i, 3), c->mig.files[f].filename,
+			    pg_value(c->applied, i, 1), pg_value(c->applied, i, 3), c->mig.files[f].filename,
 			    c->mig_files[f].checksum, recorded);
 	}
 	size_t pending = 0;
@@ -1206,8 +1181,8 @@ static int run_apply(struct migrate_ctx *c)
 		return EXIT_RUNTIME;
 	}
 	size_t applied = 0;
-	int n_rows = PQntuples(c->applied);
-	int newest = n_rows ? atoi(PQgetvalue(c->applied, n_rows - 1, 0)) : -1;
+	int n_rows = pg_ntuples(c->applied);
+	int newest = n_rows ? atoi(pg_value(c->applied, n_rows - 1, 0)) : -1;
 	for (size_t i = 0; i < c->mig.n; i++) {
 		if (find_applied(c, c->mig.files[i].version) >= 0)
 			continue;
@@ -1238,9 +1213,8 @@ static void ctx_free(struct migrate_ctx *c)
 	}
 	free(c->sql_files);
 	migrate_list_free(&c->mig);
-	PQclear(c->applied);
-	if (c->conn)
-		PQfinish(c->conn);
+	pg_sync_free_result(c->applied);
+	pg_sync_close(c->conn);
 }
 
 /* Everything after option parsing; returns the exit code. */

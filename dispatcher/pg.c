@@ -4,6 +4,8 @@
 
 #include <event2/event.h>
 #include <libpq-fe.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -546,14 +548,24 @@ struct pg_sync {
 
 struct pg_sync *pg_sync_connect(const char *conninfo, const char *appname, char *errbuf, size_t errlen)
 {
-	const char *keys[] = { "dbname", "application_name", "connect_timeout", pg_password ? "password" : NULL, NULL };
-	const char *vals[] = { conninfo ? conninfo : "", appname, "10", pg_password, NULL };
+	/* later keywords win: the URL may set connect_timeout, not the application name */
+	const char *keys[] = { "connect_timeout", "dbname", "application_name", pg_password ? "password" : NULL, NULL };
+	const char *vals[] = { "10", conninfo ? conninfo : "", appname, pg_password, NULL };
 	struct pg_sync *s;
 	PGconn *conn = PQconnectdbParams(keys, vals, 1);
 
 	if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
+		size_t i, n = 0;
+
 		snprintf(errbuf, errlen, "%s", conn ? PQerrorMessage(conn) : "out of memory");
-		errbuf[strcspn(errbuf, "\n")] = '\0';
+		/* one line: every host tried says why (multi-host URLs), each run of white space
+		 * folded to one space */
+		for (i = 0; errbuf[i] != '\0'; i++)
+			if (!strchr(" \t\r\n", errbuf[i]) || (n > 0 && errbuf[n - 1] != ' '))
+				errbuf[n++] = strchr("\t\r\n", errbuf[i]) ? ' ' : errbuf[i];
+		while (n > 0 && errbuf[n - 1] == ' ')
+			n--;
+		errbuf[n] = '\0';
 		PQfinish(conn);
 		return NULL;
 	}
@@ -592,4 +604,85 @@ void pg_sync_close(struct pg_sync *s)
 		return;
 	PQfinish(s->conn);
 	free(s);
+}
+
+struct pg_result *pg_sync_exec(struct pg_sync *s, const char *sql)
+{
+	PGresult *r = PQexec(s->conn, sql), *rest;
+	ExecStatusType st = PQresultStatus(r);
+
+	if (st == PGRES_COPY_IN) {
+		PQputCopyEnd(s->conn, "COPY FROM STDIN is not supported here");
+	} else if (st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+		char *row;
+		while (PQgetCopyData(s->conn, &row, 0) > 0)
+			PQfreemem(row);
+	}
+	if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH)
+		while ((rest = PQgetResult(s->conn)) != NULL)
+			PQclear(rest);
+	return (struct pg_result *)r;
+}
+
+struct pg_result *pg_sync_exec_params(struct pg_sync *s, const char *sql, int nparams, const char *const *params)
+{
+	return (struct pg_result *)PQexecParams(s->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+}
+
+struct pg_result *pg_sync_exec_bytea(struct pg_sync *s, const char *sql, const void *data, size_t len)
+{
+	const Oid types[1] = { 17 }; /* bytea */
+	const char *values[1] = { data };
+	const int lengths[1] = { (int)len };
+	const int formats[1] = { 1 };
+
+	if (len > INT_MAX)
+		return NULL;
+	return (struct pg_result *)PQexecParams(s->conn, sql, 1, types, values, lengths, formats, 0);
+}
+
+enum pg_outcome pg_outcome_of(const struct pg_result *r)
+{
+	switch (r ? PQresultStatus(RES(r)) : PGRES_FATAL_ERROR) {
+	case PGRES_COMMAND_OK:
+		return PG_OK_COMMAND;
+	case PGRES_TUPLES_OK:
+		return PG_OK_TUPLES;
+	case PGRES_EMPTY_QUERY:
+		return PG_OK_EMPTY;
+	case PGRES_COPY_IN:
+	case PGRES_COPY_OUT:
+	case PGRES_COPY_BOTH:
+		return PG_COPY_REFUSED;
+	default:
+		return PG_FAILED;
+	}
+}
+
+const char *pg_result_field(const struct pg_result *r, enum pg_field field)
+{
+	return r ? PQresultErrorField(RES(r), (int)field) : NULL;
+}
+
+const char *pg_sync_error(const struct pg_sync *s)
+{
+	return PQerrorMessage(s->conn);
+}
+
+int pg_sync_in_transaction(const struct pg_sync *s)
+{
+	return PQtransactionStatus(s->conn) != PQTRANS_IDLE;
+}
+
+int pg_sync_server_version(const struct pg_sync *s)
+{
+	return PQserverVersion(s->conn);
+}
+
+void pg_sync_target(const struct pg_sync *s, char *out, size_t outlen)
+{
+	const char *host = PQhost(s->conn);
+
+	snprintf(out, outlen, "%s@%s:%s/%s", PQuser(s->conn), host && *host ? host : "(local socket)", PQport(s->conn),
+		 PQdb(s->conn));
 }

@@ -72,4 +72,42 @@ struct pg_result *pg_sync_query(struct pg_sync *s, const char *sql, int nparams,
 void pg_sync_free_result(struct pg_result *r);
 void pg_sync_close(struct pg_sync *s);
 
+/* Blocking calls that keep the server's whole report, for `outboxd migrate`. Each returns
+ * the result (free with pg_sync_free_result(); NULL only when libpq could not make one:
+ * out of memory or the connection lost, see pg_sync_error()) and reports nothing itself. */
+
+/* How a call ended. */
+enum pg_outcome { PG_OK_COMMAND, PG_OK_TUPLES, PG_OK_EMPTY, PG_COPY_REFUSED, PG_FAILED };
+
+/* Fields of a server error report (libpq's PG_DIAG_* codes). */
+enum pg_field {
+	PG_FIELD_SEVERITY = 'S',
+	PG_FIELD_SQLSTATE = 'C',
+	PG_FIELD_PRIMARY = 'M',
+	PG_FIELD_DETAIL = 'D',
+	PG_FIELD_HINT = 'H',
+	PG_FIELD_CONTEXT = 'W',
+	PG_FIELD_POSITION = 'P',
+};
+
+/* Runs sql with the simple protocol: several statements are allowed, the result is the
+ * last one's. A COPY to or from the client is ended at once (PG_COPY_REFUSED). */
+struct pg_result *pg_sync_exec(struct pg_sync *s, const char *sql);
+/* Runs sql with text parameters (NULL for SQL NULL). */
+struct pg_result *pg_sync_exec_params(struct pg_sync *s, const char *sql, int nparams, const char *const *params);
+/* Runs sql with one binary bytea parameter $1 of len bytes (at most INT_MAX). */
+struct pg_result *pg_sync_exec_bytea(struct pg_sync *s, const char *sql, const void *data, size_t len);
+/* How the call that gave r ended (PG_FAILED for NULL). */
+enum pg_outcome pg_outcome_of(const struct pg_result *r);
+/* A field of r's error report, or NULL when absent. */
+const char *pg_result_field(const struct pg_result *r, enum pg_field field);
+/* The connection's last error message ("" when none). */
+const char *pg_sync_error(const struct pg_sync *s);
+/* 1 while a transaction block is open (or failed), 0 when idle. */
+int pg_sync_in_transaction(const struct pg_sync *s);
+/* The server's version number, e.g. 150004. */
+int pg_sync_server_version(const struct pg_sync *s);
+/* Writes where s is connected, without any password: "user@host:port/dbname". */
+void pg_sync_target(const struct pg_sync *s, char *out, size_t outlen);
+
 #endif

@@ -24,7 +24,7 @@ def test_each_library_is_included_by_its_module_only():
     assert files_matching(r'^#include <librdkafka/rdkafka\.h>') == ["kafka.c"]
     # smtp_class.c holds the rule table that maps libcurl's result codes, next to the replies
     assert files_matching(r'^#include <curl/curl\.h>') == ["smtp_class.c", "smtp_curl.c"]
-    assert files_matching(r'^#include <libpq-fe\.h>') == ["migrate.c", "pg.c"]
+    assert files_matching(r'^#include <libpq-fe\.h>') == ["pg.c"]
     assert files_matching(r'^#include <cyaml/cyaml\.h>') == ["config.c"]
 
 
