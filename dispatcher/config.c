@@ -188,7 +188,7 @@ static const struct config_key keys[] = {
 	{ "http.listen", KT_STRING, F_STR(http_listen), "127.0.0.1:9187", 0, 0, NULL, check_listen, 0,
 	  0, "host:port for /health, /metrics and the web console; empty = no HTTP server" },
 	{ "http.max_connections", KT_INT, F_INT(http_max_connections), "64", 1, 10000, NULL, NULL, 0,
-	  0, "open HTTP connections at most; one more is closed at once, unanswered" },
+	  0, "open HTTP connections at most; one more replaces an idle keep-alive one, else is closed unanswered" },
 	{ "http.request_timeout", KT_DURATION, F_I64(http_request_timeout_ms), "10s", MS(100), MIN(10),
 	  NULL, NULL, 0, 0, "an HTTP client that has not sent a whole request this long after connecting or after the previous answer is disconnected (idle or slow)" },
 	{ "http.console", KT_BOOL, F_INT(http_console), "true", 0, 1, NULL, NULL, 0, 0,

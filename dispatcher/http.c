@@ -59,11 +59,12 @@ struct http_conn {
 	struct http_server *srv;
 	struct bufferevent *bev;         /* our reference, until attached */
 	struct evhttp_connection *evcon; /* NULL until attached */
-	TAILQ_ENTRY(http_conn) link;     /* srv->conns: every connection */
+	TAILQ_ENTRY(http_conn) link;     /* srv->pending until attached, then srv->conns */
 	/* srv->queue: the attached ones awaiting a request, earliest deadline first (not
-	 * those whose request is being answered) */
-	TAILQ_ENTRY(http_conn) qlink;
-	int queued;
+	 * those whose request is being answered); srv->idle: those of them that were
+	 * answered before (idle keep-alive), oldest first */
+	TAILQ_ENTRY(http_conn) qlink, ilink;
+	int queued, idle;
 	uint64_t deadline_ms; /* the whole request must be in by then */
 };
 TAILQ_HEAD(conn_list, http_conn);
@@ -83,13 +84,15 @@ struct http_server {
 	/* the connection cap and the request deadline */
 	int max_conns;
 	uint64_t timeout_ms;
-	int nconns;              /* attached and counted */
-	struct conn_list conns;  /* every connection, attached or not */
-	struct conn_list queue;  /* awaiting a request, by deadline */
-	struct event *ev_attach; /* looks up new connections after evhttp set them up */
+	int nconns;               /* attached and counted */
+	struct conn_list pending; /* accepted, not yet attached */
+	struct conn_list conns;   /* attached */
+	struct conn_list queue;   /* awaiting a request, by deadline */
+	struct conn_list idle;    /* idle keep-alive, oldest first */
+	struct event *ev_attach;  /* looks up new connections after evhttp set them up */
 	struct event *ev_deadline;
 	struct ratelog reject_log, timeout_log;
-	struct metrics_child *m_open, *m_rejected, *m_timeouts;
+	struct metrics_child *m_open, *m_rejected, *m_timeouts, *m_idle_closed;
 };
 
 /* How long the listener rests after accept() failed. */
@@ -189,16 +192,17 @@ static void deadline_arm(struct http_server *srv)
 
 static void queue_remove(struct http_conn *c)
 {
-	if (!c->queued)
-		return;
-	TAILQ_REMOVE(&c->srv->queue, c, qlink);
-	c->queued = 0;
+	if (c->idle)
+		TAILQ_REMOVE(&c->srv->idle, c, ilink);
+	if (c->queued)
+		TAILQ_REMOVE(&c->srv->queue, c, qlink);
+	c->queued = c->idle = 0;
 	c->deadline_ms = 0;
 }
 
-/* Gives c the deadline now + timeout. Every deadline is set that way, so appending keeps
- * the queue in deadline order. */
-static void queue_push(struct http_conn *c)
+/* Gives c the deadline now + timeout; answered: it is idle keep-alive. Every deadline is
+ * set that way, so appending keeps the queue in deadline order. */
+static void queue_push(struct http_conn *c, int answered)
 {
 	struct http_server *srv = c->srv;
 
@@ -206,6 +210,10 @@ static void queue_push(struct http_conn *c)
 	c->deadline_ms = clock_mono_ms() + srv->timeout_ms;
 	TAILQ_INSERT_TAIL(&srv->queue, c, qlink);
 	c->queued = 1;
+	if (answered) {
+		TAILQ_INSERT_TAIL(&srv->idle, c, ilink);
+		c->idle = 1;
+	}
 	if (TAILQ_FIRST(&srv->queue) == c)
 		deadline_arm(srv);
 }
@@ -227,10 +235,12 @@ static void conn_forget(struct http_conn *c)
 	struct http_server *srv = c->srv;
 
 	queue_remove(c);
-	TAILQ_REMOVE(&srv->conns, c, link);
 	if (c->evcon != NULL) {
+		TAILQ_REMOVE(&srv->conns, c, link);
 		srv->nconns--;
 		metrics_set(srv->m_open, srv->nconns);
+	} else {
+		TAILQ_REMOVE(&srv->pending, c, link);
 	}
 	free(c);
 }
@@ -256,22 +266,43 @@ static struct evhttp_connection *evcon_of(struct bufferevent *bev)
 	return cbarg;
 }
 
+/* Closes c, an attached connection, from outside evhttp's callbacks. */
+static void conn_close(struct http_conn *c)
+{
+	struct evhttp_connection *evcon = c->evcon;
+
+	evhttp_connection_set_closecb(evcon, NULL, NULL);
+	conn_forget(c);
+	evhttp_connection_free(evcon);
+}
+
+/* At the cap, closes the connection idle the longest after an answer (keep-alive), which
+ * its client may reopen at any time; returns 0, or -1 when there is none. */
+static int make_room(struct http_server *srv)
+{
+	struct http_conn *c = TAILQ_FIRST(&srv->idle);
+
+	if (c == NULL)
+		return -1;
+	conn_close(c);
+	metrics_inc(srv->m_idle_closed);
+	return 0;
+}
+
 /* Runs once evhttp has set up the connections accepted since the last pass: counts each
- * one in, or closes it at once when the cap is reached. */
+ * one in, or closes it at once when the cap is reached and no idle keep-alive one can
+ * make room. */
 static void on_attach(evutil_socket_t fd, short what, void *arg)
 {
 	struct http_server *srv = arg;
-	struct http_conn *c, *next;
+	struct http_conn *c;
 	long long suppressed;
 
 	(void)fd;
 	(void)what;
-	for (c = TAILQ_FIRST(&srv->conns); c != NULL; c = next) {
+	while ((c = TAILQ_FIRST(&srv->pending)) != NULL) {
 		struct evhttp_connection *evcon;
 
-		next = TAILQ_NEXT(c, link);
-		if (c->evcon != NULL)
-			continue;
 		evcon = evcon_of(c->bev);
 		bufferevent_decref(c->bev);
 		c->bev = NULL;
@@ -279,7 +310,7 @@ static void on_attach(evutil_socket_t fd, short what, void *arg)
 			conn_forget(c);
 			continue;
 		}
-		if (srv->nconns >= srv->max_conns) {
+		if (srv->nconns >= srv->max_conns && make_room(srv) < 0) {
 			conn_forget(c);
 			metrics_inc(srv->m_rejected);
 			if (ratelog_due(&srv->reject_log, &suppressed))
@@ -288,10 +319,12 @@ static void on_attach(evutil_socket_t fd, short what, void *arg)
 			evhttp_connection_free(evcon);
 			continue;
 		}
+		TAILQ_REMOVE(&srv->pending, c, link);
+		TAILQ_INSERT_TAIL(&srv->conns, c, link);
 		c->evcon = evcon;
 		srv->nconns++;
 		evhttp_connection_set_closecb(evcon, on_conn_close, c);
-		queue_push(c);
+		queue_push(c, 0);
 	}
 	metrics_set(srv->m_open, srv->nconns);
 }
@@ -309,7 +342,7 @@ static struct bufferevent *on_new_bev(struct event_base *base, void *arg)
 	bufferevent_incref(bev);
 	c->srv = srv;
 	c->bev = bev;
-	TAILQ_INSERT_TAIL(&srv->conns, c, link);
+	TAILQ_INSERT_TAIL(&srv->pending, c, link);
 	event_active(srv->ev_attach, EV_TIMEOUT, 0);
 	return bev;
 }
@@ -325,11 +358,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	while ((c = TAILQ_FIRST(&srv->queue)) != NULL && c->deadline_ms <= now) {
-		struct evhttp_connection *evcon = c->evcon;
-
-		evhttp_connection_set_closecb(evcon, NULL, NULL);
-		conn_forget(c);
-		evhttp_connection_free(evcon);
+		conn_close(c);
 		cut++;
 	}
 	if (cut > 0) {
@@ -347,7 +376,7 @@ static void on_request_done(struct evhttp_request *req, void *arg)
 	struct http_conn *c = conn_of(arg, evhttp_request_get_connection(req));
 
 	if (c != NULL)
-		queue_push(c);
+		queue_push(c, 1);
 }
 
 /* A whole request arrived: no deadline while it is answered (the console may wait for the
@@ -377,6 +406,9 @@ static void register_metrics(struct http_server *srv, struct metrics *reg)
 				"Connections closed because no whole request arrived within http.request_timeout.",
 				NULL);
 	srv->m_timeouts = metrics_child(f, NULL);
+	f = metrics_counter_new(reg, "outboxd_http_idle_closed_total",
+				"Idle keep-alive connections closed to admit a new one at http.max_connections.", NULL);
+	srv->m_idle_closed = metrics_child(f, NULL);
 }
 
 enum route { ROUTE_NONE, ROUTE_HEALTH, ROUTE_READY, ROUTE_METRICS };
@@ -601,8 +633,10 @@ struct http_server *http_start(struct event_base *base, const char *addr, struct
 		snprintf(errbuf, errlen, "http: out of memory");
 		return NULL;
 	}
+	TAILQ_INIT(&srv->pending);
 	TAILQ_INIT(&srv->conns);
 	TAILQ_INIT(&srv->queue);
+	TAILQ_INIT(&srv->idle);
 	srv->reg = reg;
 	srv->ready_cb = ready_cb;
 	srv->arg = arg;
@@ -700,12 +734,13 @@ void http_stop(struct http_server *srv)
 	server_unregister(srv);
 	/* frees every connection: their close callbacks forget the attached ones */
 	evhttp_free(srv->http);
-	while (!TAILQ_EMPTY(&srv->conns)) {
-		struct bufferevent *bev = TAILQ_FIRST(&srv->conns)->bev;
-
+	while (!TAILQ_EMPTY(&srv->conns))
 		conn_forget(TAILQ_FIRST(&srv->conns));
-		if (bev != NULL)
-			bufferevent_decref(bev);
+	while (!TAILQ_EMPTY(&srv->pending)) {
+		struct bufferevent *bev = TAILQ_FIRST(&srv->pending)->bev;
+
+		conn_forget(TAILQ_FIRST(&srv->pending));
+		bufferevent_decref(bev);
 	}
 	event_free(srv->ev_resume);
 	event_free(srv->ev_attach);

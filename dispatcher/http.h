@@ -33,7 +33,7 @@ typedef int (*http_route_fn)(void *arg, struct evhttp_request *req);
  * one; names are never resolved) and serves on base. reg is rendered for /metrics and
  * may be NULL (empty body); the server adds its own families to it
  * (outboxd_http_connections, outboxd_http_connections_rejected_total,
- * outboxd_http_request_timeouts_total). ready_cb may be NULL (always ready). reg, ready_cb
+ * outboxd_http_request_timeouts_total, outboxd_http_idle_closed_total). ready_cb may be NULL (always ready). reg, ready_cb
  * and arg must outlive the server. Returns the server, which the caller frees with
  * http_stop(), or NULL with a message in errbuf (bad address, port in use, OOM).
  */
@@ -42,8 +42,9 @@ struct http_server *http_start(struct event_base *base, const char *addr, struct
 
 /*
  * Limits the server (defaults: 64 connections, 10 s): at most max_connections open at once
- * (one more is closed at once, unanswered, and counted in
- * outboxd_http_connections_rejected_total), and a client must send each whole request
+ * (one more takes the place of the connection idle longest after an answer,
+ * outboxd_http_idle_closed_total; without one it is closed at once, unanswered, and counted
+ * in outboxd_http_connections_rejected_total), and a client must send each whole request
  * within timeout_ms of connecting or of the previous answer, or it is disconnected: idle and
  * trickling (slowloris) clients alike (outboxd_http_request_timeouts_total). No deadline
  * runs while a request is being answered. Call it right after http_start().

@@ -1,7 +1,8 @@
 """The HTTP port under abuse. At the descriptor limit accept() failures pause the listener
 and are logged as JSON at most every few seconds; beyond http.max_connections a connection
-is closed at once; a client that has not sent a whole request within http.request_timeout
-(idle, or trickling bytes) is cut. The loop never spins and /health answers again."""
+is closed at once, unless an idle keep-alive connection can make room; a client that has not
+sent a whole request within http.request_timeout (idle, or trickling bytes) is cut. The loop
+never spins and /health answers again."""
 import http.client
 import json
 import os
@@ -213,6 +214,28 @@ def test_connections_are_released_and_keepalive_works(smtp_sink, outboxd_factory
         assert closed_by_peer(c.sock, 2.0), "an idle keep-alive connection was not closed"
     finally:
         c.close()
+    assert metric(port, "outboxd_http_connections_rejected_total") == 0
+    assert d.stop() == 0
+
+
+def test_idle_keepalive_connections_make_room_for_a_probe(smtp_sink, outboxd_factory):
+    """Clients that keep connections alive (browsers, scrapers) can fill the limit too: the
+    one idle longest after an answer is closed to let a new connection in."""
+    d, port = http_daemon(smtp_sink, outboxd_factory, max_connections="2", request_timeout="10s")
+    kept = [http.client.HTTPConnection("127.0.0.1", port, timeout=2) for _ in range(2)]
+    try:
+        for c in kept:
+            c.request("GET", "/health")
+            assert c.getresponse().read() == b'{"status":"ok"}'
+        t0 = time.monotonic()
+        assert health(port) == 200, "a probe was refused while idle keep-alive connections held the limit"
+        assert time.monotonic() - t0 < 1
+        assert closed_by_peer(kept[0].sock, 1.0), "the oldest idle one is closed"
+        assert not closed_by_peer(kept[1].sock, 0), "the other one stays"
+    finally:
+        for c in kept:
+            c.close()
+    assert metric(port, "outboxd_http_idle_closed_total") >= 1
     assert metric(port, "outboxd_http_connections_rejected_total") == 0
     assert d.stop() == 0
 

@@ -453,6 +453,40 @@ static void test_connection_limit(struct http_server *srv, struct metrics *reg)
 	resp_free(&r);
 }
 
+/* At the cap, a new connection takes the place of the one idle longest after an answer
+ * (keep-alive); connections that never sent a request are not displaced (above). */
+static void test_idle_keepalive_makes_room(struct metrics *reg)
+{
+	static const char req[] = "GET /health HTTP/1.1\r\nHost: t\r\n\r\n";
+	struct fetch kept[LIMIT];
+	struct bufferevent *bev[LIMIT];
+	struct resp r;
+	double rejected0 = metric(reg, "outboxd_http_connections_rejected_total");
+
+	for (int i = 0; i < LIMIT; i++) {
+		memset(&kept[i], 0, sizeof(kept[i]));
+		buf_init(&kept[i].raw);
+		bev[i] = connect_raw(&kept[i]);
+		bufferevent_write(bev[i], req, sizeof(req) - 1);
+		while (kept[i].raw.len == 0 && !kept[i].done)
+			event_base_loop(base, EVLOOP_ONCE);
+		CHECK(strstr(kept[i].raw.data ? kept[i].raw.data : "", "200 OK") != NULL, "keep-alive %d answered", i);
+	}
+	CHECK(wait_metric(reg, "outboxd_http_connections", LIMIT, 1000), "%d kept alive", LIMIT);
+	fetch("GET", "/health", &r);
+	CHECK_INT(r.status, 200);
+	resp_free(&r);
+	CHECK(wait_closed(kept, 1, 1000), "the oldest idle one made room");
+	CHECK(!kept[1].done && !kept[2].done, "the others stay");
+	CHECK(metric(reg, "outboxd_http_idle_closed_total") == 1, "counted");
+	CHECK(metric(reg, "outboxd_http_connections_rejected_total") == rejected0, "nobody turned away");
+	for (int i = 0; i < LIMIT; i++) {
+		bufferevent_free(bev[i]);
+		buf_free(&kept[i].raw);
+	}
+	CHECK(wait_metric(reg, "outboxd_http_connections", 0, 1000), "all released");
+}
+
 static void on_trickle(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
@@ -591,6 +625,7 @@ int main(void)
 	test_stalled_client();
 	test_keepalive();
 	test_connection_limit(srv, reg);
+	test_idle_keepalive_makes_room(reg);
 	test_slow_request(reg);
 	test_every_close_is_counted(reg);
 	test_bind_errors();
