@@ -242,7 +242,7 @@ static int job_build(struct dispatcher *d, struct job *j, const struct claimed *
 			if (c->bcc.n == 1)
 				snprintf(err, errlen, "bcc: %s", why);
 			else
-				snprintf(err, errlen, "bcc[%zu]: %s", i, why);
+				snprintf(err, errlen, "bcc[%zu]: %s", i + 1, why);
 			goto out;
 		}
 	}

@@ -439,7 +439,7 @@ static int hw_address_list(struct hw *h, const char *field, const char *label, c
 
 	hw_begin(h, field);
 	for (i = 0; i < n; i++) {
-		snprintf(what, sizeof(what), "%s[%zu]", label, i);
+		snprintf(what, sizeof(what), "%s[%zu]", label, i + 1); /* from 1, as INSERT counts */
 		if (hw_mailbox(h, n == 1 ? label : what, v[i], i + 1 == n, err, errlen) < 0)
 			return -1;
 	}

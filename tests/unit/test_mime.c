@@ -440,7 +440,7 @@ static void test_refusals(void)
 	msg_base(&m, twoat, 1);
 	expect_error("two @", &m, "to: malformed address (expected local@domain)");
 	msg_base(&m, nullto, 2);
-	expect_error("null recipient", &m, "to[1]: missing");
+	expect_error("null recipient", &m, "to[2]: missing");
 	msg_base(&m, injected, 1);
 	expect_error("to CRLF", &m, "to: contains CR or LF");
 	msg_base(&m, one, 1);
