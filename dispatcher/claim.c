@@ -27,7 +27,7 @@ static void on_set_idle_done(void *arg, const struct pg_result *res, const char 
 	struct dispatcher *d = arg;
 
 	if (res == NULL || !pg_result_ok(res))
-		log_warn("dispatcher bookkeeping query failed", "serror", pg_failure(res, err), NULL);
+		log_warn("dispatcher bookkeeping query failed", LOG_S("error", pg_failure(res, err)));
 	dispatcher_maybe_finish_drain(d);
 }
 
@@ -44,7 +44,8 @@ static void on_claim_done(void *arg, const struct pg_result *res, const char *er
 
 	d->claiming = 0;
 	if (res == NULL || !pg_result_ok(res)) {
-		log_warn("claim failed", "serror", pg_failure(res, err), "ssqlstate", pg_result_sqlstate(res), NULL);
+		log_warn("claim failed", LOG_S("error", pg_failure(res, err)),
+			 LOG_S("sqlstate", pg_result_sqlstate(res)));
 		return; /* the poll or the reconnect tries again */
 	}
 	n = pg_ntuples(res);

@@ -1154,7 +1154,7 @@ static void report_unknown_env(FILE *errs)
 			if (errs)
 				fprintf(errs, "warning: %s is not a configuration key's variable; ignored\n", name);
 			else
-				log_warn("unknown OUTBOXD_* variable ignored", "svariable", name, NULL);
+				log_warn("unknown OUTBOXD_* variable ignored", LOG_S("variable", name));
 		}
 	}
 }

@@ -185,7 +185,8 @@ static void on_result(void *arg, const struct pg_result *res, const char *err)
 		if (r->page == PAGE_ACTION) {
 			int changed = strcmp(pg_value(res, 0, 0), "t") == 0;
 
-			log_info("console action", "saction", r->action, "iid", r->id, "bchanged", changed, NULL);
+			log_info("console action", LOG_S("action", r->action), LOG_I("id", r->id),
+				 LOG_B("changed", changed));
 			send_json(r->req, HTTP_OK,
 				  json_pack("{s:b,s:s,s:I}", "changed", changed, "action", r->action, "id",
 					    (json_int_t)r->id));
@@ -198,7 +199,7 @@ static void on_result(void *arg, const struct pg_result *res, const char *err)
 		why = pg_result_error(res);
 	}
 	if (why != NULL) {
-		log_warn("console query failed", "serror", why, NULL);
+		log_warn("console query failed", LOG_S("error", why));
 		if (r->page == PAGE_ACTION)
 			send_json(r->req, HTTP_SERVUNAVAIL, json_pack("{s:s}", "error", "database error"));
 		else
@@ -345,7 +346,7 @@ static void serve_action(struct console *c, struct evhttp_request *req, const ch
 		return;
 	}
 	if (token == NULL || !token_equal(token, c->token)) {
-		log_warn("console action refused: bad token", "saction", action, NULL);
+		log_warn("console action refused: bad token", LOG_S("action", action));
 		send_json(req, CONSOLE_FORBIDDEN, json_pack("{s:s}", "error", "wrong or missing console token"));
 		return;
 	}

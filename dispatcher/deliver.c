@@ -83,24 +83,24 @@ static void job_finish(struct dispatcher *d, struct job *j)
 	case OUTCOME_RELEASED:
 		outcome_release(d, j->id, j->attempt);
 		telemetry_outcome(d->tm, v.counted, 0);
-		log_info("message released", "iid", (long long)j->id, "iattempt", (long long)j->attempt, NULL);
+		log_info("message released", LOG_I("id", (long long)j->id), LOG_I("attempt", (long long)j->attempt));
 		break;
 	case OUTCOME_RETRY:
 		outcome_add(d, j, v.outcome, v.code, v.error, v.unknown);
 		telemetry_outcome(d->tm, v.counted, 0);
-		log_info("message retry", "iid", (long long)j->id, "iattempt", (long long)j->attempt, "ismtp",
-			 (long long)v.code, "serror", v.error, NULL);
+		log_info("message retry", LOG_I("id", (long long)j->id), LOG_I("attempt", (long long)j->attempt),
+			 LOG_I("smtp", (long long)v.code), LOG_S("error", v.error));
 		break;
 	case OUTCOME_FAILED:
 		outcome_add(d, j, v.outcome, v.code, v.error, 0);
 		telemetry_outcome(d->tm, v.counted, 0);
-		log_warn("message failed", "iid", (long long)j->id, "iattempt", (long long)j->attempt, "ismtp",
-			 (long long)v.code, "serror", v.error, NULL);
+		log_warn("message failed", LOG_I("id", (long long)j->id), LOG_I("attempt", (long long)j->attempt),
+			 LOG_I("smtp", (long long)v.code), LOG_S("error", v.error));
 		break;
 	default:
 		outcome_add(d, j, OUTCOME_SENT, v.code, NULL, 0);
 		telemetry_outcome(d->tm, OUTCOME_SENT, j->created_at > 0 ? clock_wall_s() - j->created_at : 0);
-		log_debug("message sent", "iid", (long long)j->id, "iattempt", (long long)j->attempt, NULL);
+		log_debug("message sent", LOG_I("id", (long long)j->id), LOG_I("attempt", (long long)j->attempt));
 		break;
 	}
 	job_drop(d, j);
@@ -153,9 +153,9 @@ static void on_transfer_done(void *arg, size_t index, const struct smtp_result *
 			rc->state = RCPT_PENDING;
 			break;
 		case SMTP_CONFIG:
-			log_error("relay refused our configuration (authentication or TLS); pausing", "iid",
-				  (long long)j->id, "ismtp", (long long)r->outcome.code, "serror",
-				  rc->text ? rc->text : "", NULL);
+			log_error("relay refused our configuration (authentication or TLS); pausing",
+				  LOG_I("id", (long long)j->id), LOG_I("smtp", (long long)r->outcome.code),
+				  LOG_S("error", rc->text ? rc->text : ""));
 			rc->state = RCPT_PENDING;
 			break;
 		case SMTP_RETRY:
@@ -327,7 +327,7 @@ void deliver_row(struct dispatcher *d, const struct pg_result *res, int row)
 			j->reply[i].charged = 0;
 		outcome_add(d, j, OUTCOME_FAILED, 0, err, 0);
 		telemetry_outcome(d->tm, OUTCOME_FAILED, 0);
-		log_warn("message cannot be built", "iid", (long long)j->id, "serror", err, NULL);
+		log_warn("message cannot be built", LOG_I("id", (long long)j->id), LOG_S("error", err));
 		job_drop(d, j);
 		outcome_kick(d);
 		goto out;

@@ -76,7 +76,7 @@ void dispatcher_set_state(struct dispatcher *d, enum run_state s)
 {
 	if (d->state == s)
 		return;
-	log_info("dispatcher state", "sfrom", run_state_name(d->state), "sto", run_state_name(s), NULL);
+	log_info("dispatcher state", LOG_S("from", run_state_name(d->state)), LOG_S("to", run_state_name(s)));
 	d->state = s;
 }
 
@@ -94,14 +94,14 @@ static void on_startup_done(void *arg, const struct pg_result *res, const char *
 	d->startup_inflight = 0;
 	if (res == NULL || !pg_result_ok(res)) {
 		/* not yet migrated, or a passing error: the tick tries again in a few seconds */
-		log_error("start-up query failed (are migrations applied?); retrying", "serror", pg_failure(res, err),
-			  NULL);
+		log_error("start-up query failed (are migrations applied?); retrying",
+			  LOG_S("error", pg_failure(res, err)));
 		d->startup_retry_ms = clock_mono_ms() + 2000;
 		return;
 	}
 	if (!d->startup_done)
-		log_info("released rows left by a previous run", "irows", (long long)atoll(pg_value(res, 0, 0)),
-			 "sowner", d->owner, NULL);
+		log_info("released rows left by a previous run", LOG_I("rows", (long long)atoll(pg_value(res, 0, 0))),
+			 LOG_S("owner", d->owner));
 	d->startup_done = 1;
 	d->idle_marked = 0;
 	d->empty = 0;
@@ -115,7 +115,7 @@ static void on_lifecycle_off_done(void *arg, const struct pg_result *res, const 
 {
 	(void)arg;
 	if (res == NULL || !pg_result_ok(res))
-		log_warn("dispatcher bookkeeping query failed", "serror", pg_failure(res, err), NULL);
+		log_warn("dispatcher bookkeeping query failed", LOG_S("error", pg_failure(res, err)));
 }
 
 /* Rows still leased to this owner id are left from a previous run of this instance (same
@@ -133,7 +133,7 @@ static void send_startup(struct dispatcher *d)
 		 * outbox.events does not grow (the mirror's leader switches them on). */
 		if (d->kafka == NULL && pg_query(d->work, "SELECT outbox.set_lifecycle_events(false)", 0, NULL, 30000,
 						 on_lifecycle_off_done, d) != 0)
-			log_warn("start-up query not sent", NULL);
+			log_warn("start-up query not sent", LOG_END);
 		rc = pg_query(d->work, "SELECT outbox.release_owner($1)", 1, p, 30000, on_startup_done, d);
 	} else {
 		rc = pg_query(d->work, "SELECT 0", 0, NULL, 30000, on_startup_done, d);
@@ -172,7 +172,7 @@ static void on_listen_result(void *arg, const struct pg_result *res, const char 
 	struct dispatcher *d = arg;
 
 	if (res == NULL || !pg_result_ok(res)) {
-		log_warn("LISTEN failed", "serror", pg_failure(res, err), NULL);
+		log_warn("LISTEN failed", LOG_S("error", pg_failure(res, err)));
 		return;
 	}
 	telemetry_listener_up(d->tm, 1);
@@ -184,7 +184,7 @@ static void on_listen_result(void *arg, const struct pg_result *res, const char 
 static void on_listen_connect(struct pgconn *c, void *arg)
 {
 	if (pg_query(c, "LISTEN " WAKE_CHANNEL_MESSAGES, 0, NULL, 10000, on_listen_result, arg) != 0)
-		log_warn("LISTEN not sent", NULL);
+		log_warn("LISTEN not sent", LOG_END);
 }
 
 static void on_listen_disconnect(struct pgconn *c, void *arg, const char *reason)
@@ -232,7 +232,7 @@ static void tick_second(struct dispatcher *d, uint64_t now)
 	/* a half-open TCP connection never turns readable: a query with a deadline finds it */
 	if (d->seconds % 10 == 0 && pg_ready(d->listen) && pg_pending(d->listen) == 0)
 		if (pg_query(d->listen, "SELECT 1", 0, NULL, 10000, on_heartbeat_done, d) != 0)
-			log_debug("heartbeat skipped", NULL);
+			log_debug("heartbeat skipped", LOG_END);
 	telemetry_breaker(d->tm, "smtp", breaker_state(&d->breaker));
 	if (breaker_state(&d->breaker) != BREAKER_CLOSED)
 		claim_kick(d);
@@ -300,8 +300,8 @@ void dispatcher_maybe_finish_drain(struct dispatcher *d)
 		}
 		if (clock_mono_ms() < d->drain_deadline_ms + 5000)
 			return; /* give the database a few seconds to come back */
-		log_error("exiting with unwritten outcomes; their leases will expire", "icount",
-			  (long long)outcome_waiting(d), NULL);
+		log_error("exiting with unwritten outcomes; their leases will expire",
+			  LOG_I("count", (long long)outcome_waiting(d)));
 		d->exit_code = 1;
 	}
 	/* let the last bookkeeping (the idle mark's removal) reach the database */
@@ -317,7 +317,7 @@ static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 
 	if (d->njobs > 0) {
-		log_warn("drain timeout: aborting transfers still running", "icount", (long long)d->njobs, NULL);
+		log_warn("drain timeout: aborting transfers still running", LOG_I("count", (long long)d->njobs));
 		smtp_abort_all(d->smtp);
 	}
 	dispatcher_maybe_finish_drain(d);
@@ -327,8 +327,8 @@ static void start_drain(struct dispatcher *d, const char *why)
 {
 	struct timeval tv = tv_ms(d->cfg->drain_timeout_ms);
 
-	log_info("draining: no new claims, finishing messages in flight", "sreason", why, "iin_flight",
-		 (long long)d->njobs, NULL);
+	log_info("draining: no new claims, finishing messages in flight", LOG_S("reason", why),
+		 LOG_I("in_flight", (long long)d->njobs));
 	dispatcher_set_state(d, RUN_DRAINING);
 	d->drain_deadline_ms = clock_mono_ms() + (uint64_t)d->cfg->drain_timeout_ms;
 	/* a stopped dispatcher is not idle: producers need not wake it any more */
@@ -352,7 +352,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	if (++d->signals > 1) {
-		log_warn("second signal: exiting now; leased rows return when their leases expire", NULL);
+		log_warn("second signal: exiting now; leased rows return when their leases expire", LOG_END);
 		d->exit_code = 1;
 		stop_loop(d);
 		return;
@@ -493,13 +493,13 @@ int dispatcher_main(int argc, char **argv)
 	}
 	d->tm = telemetry_new(d->base, &cfg, &d->breaker, err, sizeof(err));
 	if (d->tm == NULL) {
-		log_error("cannot start telemetry", "serror", err, NULL);
+		log_error("cannot start telemetry", LOG_S("error", err));
 		rc = 1;
 		goto out;
 	}
 	breaker_set_on_change(&d->breaker, telemetry_breaker_changed, d->tm);
-	log_info("outboxd starting", "sversion", OUTBOXD_VERSION, "sowner", d->owner, "ibatch",
-		 (long long)cfg.batch_size, "imax_in_flight", (long long)cfg.max_in_flight, NULL);
+	log_info("outboxd starting", LOG_S("version", OUTBOXD_VERSION), LOG_S("owner", d->owner),
+		 LOG_I("batch", (long long)cfg.batch_size), LOG_I("max_in_flight", (long long)cfg.max_in_flight));
 
 	add_events(d);
 	connect_database(d);
@@ -507,20 +507,20 @@ int dispatcher_main(int argc, char **argv)
 	if (cfg.kafka_brokers && cfg.kafka_brokers[0]) {
 		d->kafka = kafka_mirror_new(d->base, &cfg, d->tm, d->owner, err, sizeof(err));
 		if (d->kafka == NULL) {
-			log_error("cannot start the kafka mirror", "serror", err, NULL);
+			log_error("cannot start the kafka mirror", LOG_S("error", err));
 			rc = 2;
 			goto out;
 		}
 	}
 	d->retention = retention_new(d->base, &cfg, d->tm, err, sizeof(err));
 	if (d->retention == NULL) {
-		log_error("cannot start retention", "serror", err, NULL);
+		log_error("cannot start retention", LOG_S("error", err));
 		rc = 1;
 		goto out;
 	}
 	event_base_dispatch(d->base);
 	rc = d->exit_code;
-	log_info("outboxd stopped", "iexit", (long long)rc, NULL);
+	log_info("outboxd stopped", LOG_I("exit", (long long)rc));
 
 out:
 	pg_close(d->listen);

@@ -163,8 +163,8 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
 	}
 	evtimer_add(srv->ev_resume, &tv);
 	if (ratelog_due(&srv->accept_log, &suppressed))
-		log_warn("http: accept failed; listener paused", "serror", evutil_socket_error_to_string(err),
-			 "isuppressed", suppressed, "ipause_ms", (long long)ACCEPT_PAUSE_MS, NULL);
+		log_warn("http: accept failed; listener paused", LOG_S("error", evutil_socket_error_to_string(err)),
+			 LOG_I("suppressed", suppressed), LOG_I("pause_ms", (long long)ACCEPT_PAUSE_MS));
 }
 
 /* ---- the connection cap and the request deadline ---- */
@@ -314,8 +314,9 @@ static void on_attach(evutil_socket_t fd, short what, void *arg)
 			conn_forget(c);
 			metrics_inc(srv->m_rejected);
 			if (ratelog_due(&srv->reject_log, &suppressed))
-				log_warn("http: connection limit reached; connection closed", "imax_connections",
-					 (long long)srv->max_conns, "isuppressed", suppressed, NULL);
+				log_warn("http: connection limit reached; connection closed",
+					 LOG_I("max_connections", (long long)srv->max_conns),
+					 LOG_I("suppressed", suppressed));
 			evhttp_connection_free(evcon);
 			continue;
 		}
@@ -364,8 +365,9 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 	if (cut > 0) {
 		metrics_add(srv->m_timeouts, (double)cut);
 		if (ratelog_due(&srv->timeout_log, &suppressed))
-			log_warn("http: request not received in time; connection closed", "itimeout_ms",
-				 (long long)srv->timeout_ms, "iclosed", cut, "isuppressed", suppressed, NULL);
+			log_warn("http: request not received in time; connection closed",
+				 LOG_I("timeout_ms", (long long)srv->timeout_ms), LOG_I("closed", cut),
+				 LOG_I("suppressed", suppressed));
 	}
 	deadline_arm(srv);
 }

@@ -125,20 +125,20 @@ static void pub_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 	if (err == RD_KAFKA_RESP_ERR__FATAL) {
 		char why[512];
 		rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, why, sizeof why);
-		log_error("kafka producer fatal error: recreating the producer", "serror", rd_kafka_err2name(orig),
-			  "sreason", why, NULL);
+		log_error("kafka producer fatal error: recreating the producer",
+			  LOG_S("error", rd_kafka_err2name(orig)), LOG_S("reason", why));
 		event_active(p->ev_fatal, 0, 0);
 		return;
 	}
 	if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
 		if (!p->brokers_down)
-			log_warn("kafka: all brokers are down; events wait in PostgreSQL", "sreason", reason, NULL);
+			log_warn("kafka: all brokers are down; events wait in PostgreSQL", LOG_S("reason", reason));
 		p->brokers_down = 1;
 		return;
 	}
 	/* Transport errors are retried by librdkafka and often come with misleading hints. */
-	log_write(err == RD_KAFKA_RESP_ERR__TRANSPORT ? LOG_DEBUG : LOG_WARN, "kafka client error", "serror",
-		  rd_kafka_err2name((rd_kafka_resp_err_t)err), "sreason", reason, NULL);
+	log_write(err == RD_KAFKA_RESP_ERR__TRANSPORT ? LOG_DEBUG : LOG_WARN, "kafka client error",
+		  LOG_S("error", rd_kafka_err2name((rd_kafka_resp_err_t)err)), LOG_S("reason", reason));
 }
 
 static void pub_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -153,7 +153,7 @@ static void pub_log(const rd_kafka_t *rk, int level, const char *fac, const char
 		l = LOG_INFO;
 
 	(void)rk;
-	log_write(l, "librdkafka", "sfacility", fac, "stext", buf, NULL);
+	log_write(l, "librdkafka", LOG_S("facility", fac), LOG_S("text", buf));
 }
 
 static void pub_stop_handle(struct kafka_pub *p)
@@ -212,12 +212,12 @@ static void pub_on_fatal(evutil_socket_t fd, short what, void *arg)
 	p->recreated++;
 	if (pub_start_handle(p, err, sizeof err) != 0) {
 		/* The same configuration worked before; try again in a second. */
-		log_error("kafka: cannot recreate the producer", "serror", err, NULL);
+		log_error("kafka: cannot recreate the producer", LOG_S("error", err));
 		struct timeval tv = { 1, 0 };
 		event_add(p->ev_fatal, &tv);
 		return;
 	}
-	log_info("kafka producer recreated", "irecreated", (long long)p->recreated, NULL);
+	log_info("kafka producer recreated", LOG_I("recreated", (long long)p->recreated));
 	if (p->cb.on_recreated)
 		p->cb.on_recreated(p->arg);
 }

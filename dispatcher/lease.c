@@ -23,7 +23,7 @@ static void on_renew_done(void *arg, const struct pg_result *res, const char *er
 
 	if (res == NULL || !pg_result_ok(res)) {
 		/* the leases run on by the clock; lease_check stops sending when they end */
-		log_warn("lease renewal failed", "serror", pg_failure(res, err), NULL);
+		log_warn("lease renewal failed", LOG_S("error", pg_failure(res, err)));
 		return;
 	}
 	renewed = (size_t)atoll(pg_value(res, 0, 0));
@@ -35,8 +35,8 @@ static void on_renew_done(void *arg, const struct pg_result *res, const char *er
 		j->lease_until_ms = renewed < d->renew_sent_n ? 0 : d->renew_sent_ms + (uint64_t)d->cfg->lease_ms;
 	}
 	if (renewed < d->renew_sent_n)
-		log_warn("some leases were taken over: not sending the messages still queued", "irenewed",
-			 (long long)renewed, "iheld", (long long)d->renew_sent_n, NULL);
+		log_warn("some leases were taken over: not sending the messages still queued",
+			 LOG_I("renewed", (long long)renewed), LOG_I("held", (long long)d->renew_sent_n));
 	lease_check(d);
 }
 
@@ -52,7 +52,7 @@ void lease_check(struct dispatcher *d)
 			lost++;
 	if (lost == 0 || d->smtp == NULL)
 		return;
-	log_warn("lease lost or ending: messages still queued go back unsent", "ijobs", (long long)lost, NULL);
+	log_warn("lease lost or ending: messages still queued go back unsent", LOG_I("jobs", (long long)lost));
 	/* mark them now: the cancel reports them (and may free them) */
 	for (struct job *j = d->jobs; j; j = j->next)
 		if (j->lease_until_ms <= now + margin)
@@ -90,7 +90,7 @@ void lease_renew(struct dispatcher *d)
 		dispatcher_lease_seconds(d, lease, sizeof(lease));
 		if (pg_query(d->work, "SELECT outbox.renew($1, $2::bigint[], $3::int[], $4::int)", 4, p, 10000,
 			     on_renew_done, d) != 0) {
-			log_debug("lease renewal skipped: database not ready", NULL);
+			log_debug("lease renewal skipped: database not ready", LOG_END);
 		} else {
 			d->renew_sent_ms = clock_mono_ms();
 			d->renew_sent_n = ids.n;

@@ -51,8 +51,8 @@ int lock_watch_describe(const char *pid, const char *user, const char *app, cons
 void lock_watch_clear(struct lock_watch *w)
 {
 	if (w->foreign_pid != 0)
-		log_info("advisory lock: the session that is not outboxd let go", "slock", w->lock, "iholder_pid",
-			 w->foreign_pid, NULL);
+		log_info("advisory lock: the session that is not outboxd let go", LOG_S("lock", w->lock),
+			 LOG_I("holder_pid", w->foreign_pid));
 	w->foreign_pid = 0;
 	telemetry_lock_foreign(w->tm, w->lock, NULL);
 }
@@ -68,8 +68,8 @@ static void on_holder(void *arg, const struct pg_result *res, const char *err)
 	if (res == NULL)
 		return; /* the connection went; the next campaign asks again */
 	if (!pg_result_ok(res)) {
-		log_debug("advisory lock: looking up the holder failed", "slock", w->lock, "serror",
-			  pg_failure(res, err), NULL);
+		log_debug("advisory lock: looking up the holder failed", LOG_S("lock", w->lock),
+			  LOG_S("error", pg_failure(res, err)));
 		return;
 	}
 	if (pg_ntuples(res) < 1 || !lock_watch_describe(pg_value(res, 0, 0), pg_value(res, 0, 1), pg_value(res, 0, 2),
@@ -79,10 +79,10 @@ static void on_holder(void *arg, const struct pg_result *res, const char *err)
 	}
 	pid = atoll(pg_value(res, 0, 0));
 	if (pid != w->foreign_pid || w->logged_ms == 0 || now - w->logged_ms >= LOG_EVERY_MS) {
-		log_warn("advisory lock held by a session that is not outboxd", "slock", w->lock, "iholder_pid", pid,
-			 "sholder_user", pg_value(res, 0, 1), "sholder_application", pg_value(res, 0, 2),
-			 "sholder_since", pg_value(res, 0, 3), "sholder_client", pg_value(res, 0, 4), "seffect",
-			 effect(w->lock), NULL);
+		log_warn("advisory lock held by a session that is not outboxd", LOG_S("lock", w->lock),
+			 LOG_I("holder_pid", pid), LOG_S("holder_user", pg_value(res, 0, 1)),
+			 LOG_S("holder_application", pg_value(res, 0, 2)), LOG_S("holder_since", pg_value(res, 0, 3)),
+			 LOG_S("holder_client", pg_value(res, 0, 4)), LOG_S("effect", effect(w->lock)));
 		w->logged_ms = now;
 	}
 	w->foreign_pid = pid;

@@ -58,12 +58,10 @@ static void format_time(char *out, size_t len)
 	snprintf(out, len, "%s.%03dZ", base, (int)(tv.tv_usec / 1000) % 1000);
 }
 
-void log_write(enum log_level level, const char *msg, ...)
+void log_emit(enum log_level level, const char *msg, const struct log_field *f)
 {
 	char ts[96];
 	json_t *o;
-	va_list ap;
-	const char *key;
 	char *line;
 
 	if (!log_enabled(level))
@@ -76,37 +74,32 @@ void log_write(enum log_level level, const char *msg, ...)
 	json_object_set_new(o, "level", json_string(log_level_name(level)));
 	json_object_set_new(o, "msg", json_string(msg ? msg : ""));
 
-	va_start(ap, msg);
-	while ((key = va_arg(ap, const char *)) != NULL) {
+	for (; f->type != LOG_T_END && f->key != NULL; f++) {
 		json_t *v = NULL;
-		switch (key[0]) {
-		case 's': {
-			const char *s = va_arg(ap, const char *);
-			if (s == NULL)
+
+		switch (f->type) {
+		case LOG_T_STR:
+			if (f->v.s == NULL)
 				v = json_null();
-			else if ((v = json_stringn(s, strlen(s))) == NULL)
+			else if ((v = json_stringn(f->v.s, strlen(f->v.s))) == NULL)
 				/* invalid UTF-8 from a remote server must not break the line */
 				v = json_string("(invalid utf-8)");
 			break;
-		}
-		case 'i':
-			v = json_integer(va_arg(ap, long long));
+		case LOG_T_INT:
+			v = json_integer(f->v.i);
 			break;
-		case 'd':
-			v = json_real(va_arg(ap, double));
+		case LOG_T_DBL:
+			v = json_real(f->v.d);
 			break;
-		case 'b':
-			v = json_boolean(va_arg(ap, int));
+		case LOG_T_BOOL:
+			v = json_boolean(f->v.b);
 			break;
-		default:
-			/* unknown type tag: stop reading, the rest of the list is untrustworthy */
-			goto done;
+		case LOG_T_END:
+			break;
 		}
 		if (v)
-			json_object_set_new(o, key + 1, v);
+			json_object_set_new(o, f->key, v);
 	}
-done:
-	va_end(ap);
 	line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	if (line) {
 		fprintf(stderr, "%s\n", line);

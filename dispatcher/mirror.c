@@ -147,7 +147,7 @@ static void mirror_set_state(struct kafka_mirror *m, enum mirror_state s)
 {
 	if (m->state == s)
 		return;
-	log_debug("kafka mirror state", "sfrom", mirror_state_name(m->state), "sto", mirror_state_name(s), NULL);
+	log_debug("kafka mirror state", LOG_S("from", mirror_state_name(m->state)), LOG_S("to", mirror_state_name(s)));
 	m->state = s;
 }
 
@@ -349,8 +349,8 @@ static void leadership_drop(struct kafka_mirror *m, const char *why)
 {
 	if (m->state == MIRROR_SETTING_UP || m->state == MIRROR_LEADING ||
 	    (mirror_stopping(m) && (m->nrows || m->todo.npub || m->todo.nfail)))
-		log_warn("kafka mirror: leadership lost; in-flight results abandoned", "sreason", why, "iin_flight",
-			 (long long)m->inflight, NULL);
+		log_warn("kafka mirror: leadership lost; in-flight results abandoned", LOG_S("reason", why),
+			 LOG_I("in_flight", (long long)m->inflight));
 	if (!mirror_stopping(m))
 		mirror_set_state(m, MIRROR_FOLLOWER);
 	m->read_inflight = m->mark_inflight = 0;
@@ -383,8 +383,8 @@ static void mirror_on_delivery(void *arg, const struct kafka_delivery *d)
 			row_remove(m, r); /* out of memory: leave it pending, it is sent again */
 		break;
 	case KAFKA_PERMANENT:
-		log_warn("kafka refused an event for good: marking it failed", "ievent", (long long)d->id, "serror",
-			 d->reason, NULL);
+		log_warn("kafka refused an event for good: marking it failed", LOG_I("event", (long long)d->id),
+			 LOG_S("error", d->reason));
 		r->st = ROW_FAILED;
 		r->key->inflight--;
 		m->inflight--;
@@ -394,8 +394,9 @@ static void mirror_on_delivery(void *arg, const struct kafka_delivery *d)
 	default:
 		/* Not delivered: the row stays pending and its key waits until it is sent again,
 		 * so no later record of the key overtakes it. */
-		log_write(mirror_stopping(m) ? LOG_DEBUG : LOG_WARN, "kafka delivery failed; holding the key", "ievent",
-			  (long long)d->id, "serror", d->reason, "bpossibly_persisted", d->possibly_persisted, NULL);
+		log_write(mirror_stopping(m) ? LOG_DEBUG : LOG_WARN, "kafka delivery failed; holding the key",
+			  LOG_I("event", (long long)d->id), LOG_S("error", d->reason),
+			  LOG_B("possibly_persisted", d->possibly_persisted));
 		key_hold(r->key, d->id);
 		row_remove(m, r);
 		m->rewind = 1;
@@ -436,8 +437,8 @@ static void mark_done(void *arg, const struct pg_result *res, const char *err)
 	if (res == NULL)
 		return; /* the session is gone: leadership_drop() follows */
 	if (!pg_result_ok(res)) {
-		log_error("kafka mirror: cannot record delivery results; dropping the session", "serror",
-			  pg_failure(res, err), NULL);
+		log_error("kafka mirror: cannot record delivery results; dropping the session",
+			  LOG_S("error", pg_failure(res, err)));
 		event_active(m->ev_reset, 0, 0);
 		return;
 	}
@@ -536,7 +537,7 @@ static void idle_done(void *arg, const struct pg_result *res, const char *err)
 	if (res == NULL)
 		return;
 	if (!pg_result_ok(res)) {
-		log_warn("kafka mirror: set_idle failed", "serror", pg_failure(res, err), NULL);
+		log_warn("kafka mirror: set_idle failed", LOG_S("error", pg_failure(res, err)));
 		return;
 	}
 	/* Read once more: a row may have committed before the registration did. */
@@ -619,7 +620,7 @@ static void read_done(void *arg, const struct pg_result *res, const char *err)
 	if (res == NULL || m->state != MIRROR_LEADING)
 		return;
 	if (!pg_result_ok(res)) {
-		log_error("kafka mirror: reading events failed", "serror", pg_failure(res, err), NULL);
+		log_error("kafka mirror: reading events failed", LOG_S("error", pg_failure(res, err)));
 		return; /* the tick reads again */
 	}
 	n = rd.rows = pg_ntuples(res);
@@ -663,8 +664,8 @@ static void read_done(void *arg, const struct pg_result *res, const char *err)
 			rd.produced++;
 			break;
 		case KAFKA_PERMANENT:
-			log_warn("kafka refused an event for good: marking it failed", "ievent", (long long)id,
-				 "serror", why, NULL);
+			log_warn("kafka refused an event for good: marking it failed", LOG_I("event", (long long)id),
+				 LOG_S("error", why));
 			if (k->held == id)
 				k->held = 0;
 			if (row_add(m, id, k, ROW_FAILED) == NULL || marks_add_fail(&m->todo, id, why) != 0) {
@@ -680,8 +681,8 @@ static void read_done(void *arg, const struct pg_result *res, const char *err)
 			rd.stopped = 1;
 			break;
 		case KAFKA_RETRY:
-			log_warn("kafka produce refused; holding the key", "ievent", (long long)id, "serror", why,
-				 NULL);
+			log_warn("kafka produce refused; holding the key", LOG_I("event", (long long)id),
+				 LOG_S("error", why));
 			key_hold(k, id);
 			rd.first_unhandled = rd.first_unhandled ? rd.first_unhandled : id;
 			break;
@@ -784,13 +785,13 @@ static void setup_done(void *arg, const struct pg_result *res, const char *err)
 	if (res == NULL || m->state != MIRROR_SETTING_UP)
 		return;
 	if (!pg_result_ok(res)) {
-		log_error("kafka mirror: setting up the leader session failed", "serror", pg_failure(res, err), NULL);
+		log_error("kafka mirror: setting up the leader session failed", LOG_S("error", pg_failure(res, err)));
 		event_active(m->ev_reset, 0, 0);
 		return;
 	}
 	mirror_set_state(m, MIRROR_LEADING);
 	m->rewind = 1;
-	log_info("kafka mirror: leader; publishing events", "sowner", m->owner, NULL);
+	log_info("kafka mirror: leader; publishing events", LOG_S("owner", m->owner));
 	mirror_kick(m);
 }
 
@@ -805,7 +806,7 @@ static void lock_done(void *arg, const struct pg_result *res, const char *err)
 	if (res == NULL)
 		return;
 	if (!pg_result_ok(res) || pg_ntuples(res) != 1) {
-		log_warn("kafka mirror: lock query failed", "serror", pg_failure(res, err), NULL);
+		log_warn("kafka mirror: lock query failed", LOG_S("error", pg_failure(res, err)));
 		m->next_lock_tick = m->ticks + 8;
 		return;
 	}
@@ -883,8 +884,8 @@ static void mirror_check_stop(struct kafka_mirror *m)
 		if (left > 0 && now < m->flush_deadline)
 			return;
 		if (left > 0) {
-			log_warn("kafka mirror: flush timed out; unacknowledged events stay pending", "icount",
-				 (long long)left, NULL);
+			log_warn("kafka mirror: flush timed out; unacknowledged events stay pending",
+				 LOG_I("count", (long long)left));
 			kafka_pub_purge(m->pub, 1);
 			kafka_pub_poll(m->pub);
 		}
@@ -896,12 +897,13 @@ static void mirror_check_stop(struct kafka_mirror *m)
 	if ((m->todo.npub || m->todo.nfail || m->mark_inflight) && pg_ready(m->pg) && now < m->final_deadline)
 		return;
 	if (m->todo.npub || m->todo.nfail || m->mark_inflight)
-		log_warn("kafka mirror: exiting with unrecorded deliveries; they will be sent again", "icount",
-			 (long long)(m->todo.npub + m->todo.nfail + m->sending.npub + m->sending.nfail), NULL);
+		log_warn("kafka mirror: exiting with unrecorded deliveries; they will be sent again",
+			 LOG_I("count",
+			       (long long)(m->todo.npub + m->todo.nfail + m->sending.npub + m->sending.nfail)));
 	kafka_pub_free(m->pub);
 	m->pub = NULL;
 	mirror_set_state(m, MIRROR_STOPPED);
-	log_info("kafka mirror stopped", NULL);
+	log_info("kafka mirror stopped", LOG_END);
 }
 
 void kafka_mirror_tick(struct kafka_mirror *m)
@@ -989,9 +991,10 @@ struct kafka_mirror *kafka_mirror_new(struct event_base *base, const struct conf
 		snprintf(errbuf, errlen, "cannot create the mirror's database connection");
 		goto fail;
 	}
-	log_info("kafka mirror started", "sbrokers", cfg->kafka_brokers, "scompression", cfg->kafka_compression,
-		 "imessage_timeout_ms", (long long)cfg->kafka_message_timeout_ms, "sorder",
-		 m->strict ? "one in flight per key" : "idempotent pipeline per key", NULL);
+	log_info("kafka mirror started", LOG_S("brokers", cfg->kafka_brokers),
+		 LOG_S("compression", cfg->kafka_compression),
+		 LOG_I("message_timeout_ms", (long long)cfg->kafka_message_timeout_ms),
+		 LOG_S("order", m->strict ? "one in flight per key" : "idempotent pipeline per key"));
 	return m;
 fail:
 	kafka_mirror_free(m);
@@ -1010,8 +1013,8 @@ void kafka_mirror_stop(struct kafka_mirror *m)
 	m->flush_deadline = now + drain * 3 / 4;
 	m->final_deadline = now + drain + 3000;
 	event_del(m->ev_read);
-	log_info("kafka mirror: stopping; flushing records in flight", "iin_flight",
-		 (long long)(m->pub ? kafka_pub_outq_len(m->pub) : 0), NULL);
+	log_info("kafka mirror: stopping; flushing records in flight",
+		 LOG_I("in_flight", (long long)(m->pub ? kafka_pub_outq_len(m->pub) : 0)));
 	mirror_check_stop(m);
 }
 

@@ -125,9 +125,9 @@ static void on_flush_done(void *arg, const struct pg_result *res, const char *er
 		 * times, then dropped rather than looped on: those rows' leases expire and they
 		 * are delivered again (at least once). */
 		if (res != NULL && !sqlstate_transient(pg_result_sqlstate(res)) && ++d->flush_errors >= 3) {
-			log_error("dropping outcomes the database keeps refusing; their leases will expire", "serror",
-				  pg_result_error(res), "ssqlstate", pg_result_sqlstate(res), "icount",
-				  (long long)json_array_size(d->flushing_results), NULL);
+			log_error("dropping outcomes the database keeps refusing; their leases will expire",
+				  LOG_S("error", pg_result_error(res)), LOG_S("sqlstate", pg_result_sqlstate(res)),
+				  LOG_I("count", (long long)json_array_size(d->flushing_results)));
 			json_decref(d->flushing_results);
 			json_decref(d->flushing_releases);
 			d->flushing_results = d->flushing_releases = NULL;
@@ -135,8 +135,8 @@ static void on_flush_done(void *arg, const struct pg_result *res, const char *er
 			dispatcher_maybe_finish_drain(d);
 			return;
 		}
-		log_warn("writing outcomes failed; will retry", "serror", pg_failure(res, err), "ssqlstate",
-			 pg_result_sqlstate(res), NULL);
+		log_warn("writing outcomes failed; will retry", LOG_S("error", pg_failure(res, err)),
+			 LOG_S("sqlstate", pg_result_sqlstate(res)));
 		if (d->flushing == 0)
 			requeue_unflushed(d);
 		return;
@@ -146,8 +146,8 @@ static void on_flush_done(void *arg, const struct pg_result *res, const char *er
 		size_t applied = (size_t)atoll(pg_value(res, 0, 0));
 		size_t sent = json_array_size(d->flushing_results);
 		if (d->flushing_results && applied < sent)
-			log_warn("some outcomes were fenced off: their leases were taken over", "iwritten",
-				 (long long)applied, "ioutcomes", (long long)sent, NULL);
+			log_warn("some outcomes were fenced off: their leases were taken over",
+				 LOG_I("written", (long long)applied), LOG_I("outcomes", (long long)sent));
 		json_decref(d->flushing_results);
 		json_decref(d->flushing_releases);
 		d->flushing_results = d->flushing_releases = NULL;

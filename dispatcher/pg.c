@@ -66,8 +66,8 @@ static void conn_set_state(struct pgconn *c, enum pg_state s)
 {
 	if (c->state == s)
 		return;
-	log_debug("database connection state", "sconn", c->name, "sfrom", pg_state_name(c->state), "sto",
-		  pg_state_name(s), NULL);
+	log_debug("database connection state", LOG_S("conn", c->name), LOG_S("from", pg_state_name(c->state)),
+		  LOG_S("to", pg_state_name(s)));
 	c->state = s;
 }
 
@@ -139,7 +139,7 @@ static void notice_receiver(void *arg, const PGresult *res)
 	/* A fast shutdown delivers FATAL 57P01 as a notice on an idle connection, and EOF
 	 * comes only later: take it as the signal to reconnect now. */
 	if (state && strncmp(state, "57P0", 4) == 0) {
-		log_warn("database is shutting down", "sconn", c->name, "ssqlstate", state, NULL);
+		log_warn("database is shutting down", LOG_S("conn", c->name), LOG_S("sqlstate", state));
 		c->backoff_ms = 0;
 	}
 }
@@ -177,8 +177,8 @@ static void conn_schedule_reconnect(struct pgconn *c, const char *why)
 	c->backoff_ms *= 2;
 	if (c->backoff_ms > c->reconnect_max_ms)
 		c->backoff_ms = c->reconnect_max_ms;
-	log_warn("database connection lost, reconnecting", "sconn", c->name, "sreason", reason, "idelay_ms",
-		 (long long)delay, NULL);
+	log_warn("database connection lost, reconnecting", LOG_S("conn", c->name), LOG_S("reason", reason),
+		 LOG_I("delay_ms", (long long)delay));
 	timer_arm(c, delay);
 }
 
@@ -213,7 +213,7 @@ static void conn_became_ready(struct pgconn *c)
 	event_add(c->ev_read, NULL);
 	c->backoff_ms = 0;
 	conn_set_state(c, PG_READY);
-	log_info("database connected", "sconn", c->name, NULL);
+	log_info("database connected", LOG_S("conn", c->name));
 	if (c->cb.on_connect)
 		c->cb.on_connect(c, c->arg);
 }

@@ -55,11 +55,11 @@ static void on_key_changed(void *arg, const char *path, int applied)
 
 	if (!applied) {
 		run->restart++;
-		log_warn("configuration key changed; restart needed", "skey", path, NULL);
+		log_warn("configuration key changed; restart needed", LOG_S("key", path));
 		return;
 	}
 	run->applied++;
-	log_info("configuration key applied", "skey", path, NULL);
+	log_info("configuration key applied", LOG_S("key", path));
 	for (size_t i = 0; i < NEFFECTS; i++) {
 		size_t n = strlen(effects[i].key);
 		if (effects[i].key[n - 1] == '.' ? strncmp(path, effects[i].key, n) == 0
@@ -79,7 +79,7 @@ static int load_logged(struct config *nc, const char *path)
 	if (errs != NULL) {
 		fclose(errs);
 		for (line = strtok_r(errtext, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
-			log_error("configuration error", "serror", line, NULL);
+			log_error("configuration error", LOG_S("error", line));
 		free(errtext);
 	}
 	return errors;
@@ -92,8 +92,8 @@ void reload_config(struct dispatcher *d)
 	int errors = load_logged(&nc, d->config_path);
 
 	if (errors != 0) {
-		log_error("configuration reload refused: keeping the running configuration", "ierrors",
-			  (long long)errors, NULL);
+		log_error("configuration reload refused: keeping the running configuration",
+			  LOG_I("errors", (long long)errors));
 		config_free(&nc);
 		return;
 	}
@@ -102,8 +102,8 @@ void reload_config(struct dispatcher *d)
 	for (size_t i = 0; i < NEFFECTS; i++)
 		if (run.due[i])
 			effects[i].apply(d);
-	log_info("configuration reloaded", "iapplied", (long long)run.applied, "irestart_needed",
-		 (long long)run.restart, "slog_level", d->cfg->log_level, "ibatch", (long long)d->cfg->batch_size,
-		 "dsmtp_rate_limit", d->cfg->smtp_rate_limit, NULL);
+	log_info("configuration reloaded", LOG_I("applied", (long long)run.applied),
+		 LOG_I("restart_needed", (long long)run.restart), LOG_S("log_level", d->cfg->log_level),
+		 LOG_I("batch", (long long)d->cfg->batch_size), LOG_D("smtp_rate_limit", d->cfg->smtp_rate_limit));
 	config_free(&nc);
 }

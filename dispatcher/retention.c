@@ -50,8 +50,8 @@ struct retention {
 static void set_leader(struct retention *r, int leader, const char *why)
 {
 	if (r->leader != leader)
-		log_info(leader ? "retention: this dispatcher purges" : "retention: no longer purging", "sreason", why,
-			 NULL);
+		log_info(leader ? "retention: this dispatcher purges" : "retention: no longer purging",
+			 LOG_S("reason", why));
 	r->leader = leader;
 	telemetry_retention_leader(r->tm, leader);
 	if (!leader) {
@@ -71,7 +71,7 @@ static void end_pass(struct retention *r, const char *how)
 	r->in_pass = 0;
 	r->next_pass_ms = clock_mono_ms() + (uint64_t)r->cfg->retention_interval_ms;
 	telemetry_retention_pass(r->tm, clock_wall_s());
-	log_info("retention: pass finished", "sresult", how, "iremoved", r->pass_removed, NULL);
+	log_info("retention: pass finished", LOG_S("result", how), LOG_I("removed", r->pass_removed));
 	r->pass_removed = 0;
 }
 
@@ -108,7 +108,7 @@ static void on_purge_done(void *arg, const struct pg_result *res, const char *er
 		/* 55P03 from the purge itself: the lock is not ours (the session was replaced) */
 		if (res && strcmp(pg_result_sqlstate(res), "55P03") == 0)
 			set_leader(r, 0, why);
-		log_warn("retention: batch failed; retrying later", "serror", why, NULL);
+		log_warn("retention: batch failed; retrying later", LOG_S("error", why));
 		r->in_pass = 0;
 		r->next_pass_ms = clock_mono_ms() + ERROR_PAUSE_MS;
 		return;
@@ -179,7 +179,7 @@ static void on_lock_done(void *arg, const struct pg_result *res, const char *err
 
 	r->querying = 0;
 	if (res == NULL || !pg_result_ok(res) || pg_ntuples(res) != 1) {
-		log_warn("retention: lock request failed", "serror", err ? err : pg_result_error(res), NULL);
+		log_warn("retention: lock request failed", LOG_S("error", err ? err : pg_result_error(res)));
 		return;
 	}
 	if (strcmp(pg_value(res, 0, 0), "t") == 0) {

@@ -239,8 +239,8 @@ static void conn_set_state(struct conn *c, enum conn_state st)
 	uint64_t ms = 0;
 
 	if (log_enabled(LOG_DEBUG))
-		log_debug("smtp connection state", "iconn", (long long)c->id, "sfrom", state_names[c->state], "sto",
-			  state_names[st], NULL);
+		log_debug("smtp connection state", LOG_I("conn", (long long)c->id),
+			  LOG_S("from", state_names[c->state]), LOG_S("to", state_names[st]));
 	c->state = st;
 	switch (st) {
 	case CS_CONNECT:
@@ -427,8 +427,9 @@ static void conn_fail(struct conn *c, enum smtp_event ev, int code, const char *
 	if (c->state == CS_DEAD)
 		return;
 	if (log_enabled(LOG_DEBUG))
-		log_debug("smtp connection failed", "iconn", (long long)c->id, "sstate", state_names[c->state], "ismtp",
-			  (long long)code, "serror", text ? text : "", NULL);
+		log_debug("smtp connection failed", LOG_I("conn", (long long)c->id),
+			  LOG_S("state", state_names[c->state]), LOG_I("smtp", (long long)code),
+			  LOG_S("error", text ? text : ""));
 	if (c->m && refused(c->mail_code)) {
 		/* MAIL was refused: nothing that follows could have delivered it */
 		txn_report(c, SMTP_EV_REFUSED, c->mail_code, c->fail_text);

@@ -120,7 +120,7 @@ struct telemetry *telemetry_new(struct event_base *base, const struct config *cf
 			return NULL;
 		}
 		http_set_limits(t->http, cfg->http_max_connections, (long long)cfg->http_request_timeout_ms);
-		log_info("http listening", "slisten", cfg->http_listen, NULL);
+		log_info("http listening", LOG_S("listen", cfg->http_listen));
 		if (cfg->http_console) {
 			t->console = console_new(base, cfg, t, errbuf, errlen);
 			if (t->console == NULL) {
@@ -228,8 +228,8 @@ void telemetry_breaker(struct telemetry *t, const char *sink, enum breaker_state
 	if (s == *last)
 		return;
 	metrics_inc(metrics_child(t->om->breaker_transitions, kafka ? "kafka" : "smtp", breaker_state_name(s), NULL));
-	log_warn("circuit breaker", "ssink", kafka ? "kafka" : "smtp", "sfrom", breaker_state_name(*last), "sto",
-		 breaker_state_name(s), NULL);
+	log_warn("circuit breaker", LOG_S("sink", kafka ? "kafka" : "smtp"), LOG_S("from", breaker_state_name(*last)),
+		 LOG_S("to", breaker_state_name(s)));
 	*last = s;
 }
 
@@ -322,7 +322,7 @@ static void on_stats(void *arg, const struct pg_result *res, const char *err)
 
 	t->stats_running = 0;
 	if (res == NULL || !pg_result_ok(res) || pg_ntuples(res) != 1) {
-		log_warn("reading queue figures failed", "serror", pg_failure(res, err), NULL);
+		log_warn("reading queue figures failed", LOG_S("error", pg_failure(res, err)));
 		return;
 	}
 	o = json_loads(pg_value(res, 0, 0), 0, NULL);

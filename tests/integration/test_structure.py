@@ -1,8 +1,11 @@
 """Structure rules the compiler cannot check: each library and each shared definition has
 one home. A second copy creeping in fails here, naming the file."""
 import glob
+import subprocess
 import os
 import re
+
+import pytest
 
 from conftest import ROOT
 
@@ -46,3 +49,26 @@ def test_lifecycle_events_are_written_in_one_place():
         with open(path, encoding="utf-8") as f:
             hits += [os.path.basename(path)] * len(re.findall(r"INSERT INTO outbox\.events\b", f.read()))
     assert hits == ["03_lifecycle.sql"], hits
+
+
+LOG_SNIPPET = '#include "log.h"\nvoid f(const char *s, long long n);\nvoid f(const char *s, long long n)\n{\n\t(void)s;\n\t(void)n;\n\t%s;\n}\n'
+
+
+def compiles(call, tmp_path):
+    src = tmp_path / "snippet.c"
+    src.write_text(LOG_SNIPPET % call)
+    r = subprocess.run(["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I", DISPATCHER, str(src)],
+                       capture_output=True, text=True, timeout=60)
+    return r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("call, ok", [
+    ('log_info("m", LOG_S("text", s), LOG_I("rows", n))', True),
+    ('log_info("m", LOG_END)', True),
+    ('log_info("m", LOG_I("rows", s))', False),   # a string where a number belongs
+    ('log_info("m", LOG_S("text", n))', False),   # a number where a string belongs
+    ('log_info("m", "stext", s)', False),         # the untyped form is gone
+])
+def test_log_fields_are_checked_by_the_compiler(call, ok, tmp_path):
+    built, err = compiles(call, tmp_path)
+    assert built == ok, err
