@@ -508,7 +508,7 @@ static void test_slow_request(struct metrics *reg)
 	buf_init(&f.raw);
 	t0 = now_ms();
 	bev = connect_raw(&f);
-	bufferevent_write(bev, "GET /health HTTP/1.1\r\nX-Slow: ", 30);
+	bufferevent_write(bev, "GET /health HTTP/1.1\r\nX-Slow: ", strlen("GET /health HTTP/1.1\r\nX-Slow: "));
 	tick = event_new(base, -1, EV_PERSIST, on_trickle, bev);
 	event_add(tick, &every);
 	CHECK(wait_closed(&f, 1, 3000), "slow client closed");
@@ -531,6 +531,7 @@ static void test_every_close_is_counted(struct metrics *reg)
 		"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
 		"POST /health HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n", /* body too large */
 	};
+	static const char keepalive[] = "GET /health HTTP/1.1\r\nHost: t\r\n\r\n";
 	struct resp r;
 
 	for (int round = 0; round < 4; round++)
@@ -550,7 +551,7 @@ static void test_every_close_is_counted(struct metrics *reg)
 		if (i % 3 == 1)
 			bufferevent_write(bev, "GET /heal", 9);
 		else if (i % 3 == 2)
-			bufferevent_write(bev, "GET /health HTTP/1.1\r\nHost: t\r\n\r\n", 35);
+			bufferevent_write(bev, keepalive, sizeof(keepalive) - 1);
 		CHECK(wait_metric(reg, "outboxd_http_connections", 1, 1000), "client %d counted", i);
 		if (i % 3 == 2) {
 			while (f.raw.len == 0 && !f.done)
