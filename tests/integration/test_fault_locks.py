@@ -16,6 +16,7 @@ from test_operate import OpsOutboxd
 
 MIRROR_KEY = 8031453476610927457  # outbox.mirror_lock_key(), "outboxka"
 MIGRATE_KEY = 8031453476610927975  # outbox.migrate_lock_key(), "outboxmg"
+RETENTION_KEY = 8031453476610929268  # outbox.retention_lock_key(), "outboxrt"
 
 
 @pytest.fixture
@@ -140,4 +141,25 @@ def test_mirror_names_a_foreign_holder_then_takes_over(migrated_db, logins):
                for x in d.log_lines())
     assert d.metrics().get("outboxd_lock_foreign_holder", lock="mirror") == 0
     assert json.loads(d.get("/health/ready")[1]) == {"status": "ready"}
+    assert d.stop() == 0
+
+
+def test_retention_names_a_foreign_holder(migrated_db, logins):
+    db = migrated_db
+    held = HeldLock(db, logins["producer"], RETENTION_KEY, application="nightly-report")
+    d = OpsOutboxd(db, "smtp://127.0.0.1:1", name="locks-ret",
+                   env={"OUTBOXD_DATABASE_URL": login_url(db, logins["dispatcher"])})
+    try:
+        d.start()
+        w = wait_for(lambda: warnings_about(d, "retention"), timeout=15, what="the foreign holder logged")[0]
+        assert (w["holder_pid"], w["holder_user"], w["holder_application"]) == (
+            held.pid, logins["producer"], "nightly-report")
+        assert "no replica removes finished rows" in w["effect"]
+        wait_for(lambda: d.metrics().get("outboxd_lock_foreign_holder", lock="retention") == 1, timeout=10,
+                 what="outboxd_lock_foreign_holder{lock=retention} 1")
+        note = wait_for(lambda: d.get("/health/ready")[0] == 200 and json.loads(d.get("/health/ready")[1]),
+                        timeout=15, what="/health/ready 200")
+        assert f"retention lock held by pid {held.pid}" in note.get("reason", ""), note
+    finally:
+        held.release()
     assert d.stop() == 0
