@@ -33,6 +33,27 @@ def logins(migrated_db):
         psql(admin, f"DROP ROLE IF EXISTS {name}", check=False)
 
 
+@pytest.fixture
+def dispatcher(migrated_db, logins):
+    """Callable (name, env=None) -> a started OpsOutboxd running as the dispatcher's login
+    (no SMTP relay needed: nothing is queued); each is killed after the test, and a
+    sanitizer report in its log fails the test."""
+    made = []
+
+    def make(name, env=None):
+        e = {"OUTBOXD_DATABASE_URL": login_url(migrated_db, logins["dispatcher"])}
+        e.update(env or {})
+        d = OpsOutboxd(migrated_db, "smtp://127.0.0.1:1", name=name, env=e)
+        made.append(d)
+        return d.start()
+
+    yield make
+    reports = [r for r in (d.sanitizer_report() for d in made) if r]
+    for d in made:
+        d.cleanup(keep_log=bool(reports))
+    assert not reports, reports
+
+
 def login_url(db, user):
     return f"postgresql://{user}@127.0.0.1:{db.cluster.port}/{db.name}"
 
@@ -100,19 +121,15 @@ def warnings_about(d, lock):
             if x.get("msg") == "advisory lock held by a session that is not outboxd" and x.get("lock") == lock]
 
 
-def test_mirror_names_a_foreign_holder_then_takes_over(migrated_db, logins):
+def test_mirror_names_a_foreign_holder_then_takes_over(migrated_db, logins, dispatcher):
     """The dispatcher runs as its own restricted login; no broker is needed to see the
     election (the leader's log line comes before any produce)."""
     db = migrated_db
     producer = logins["producer"]
     db.sql(f"ALTER DATABASE {db.name} SET track_functions = 'pl'")  # counts the lookups
     held = HeldLock(db, producer, MIRROR_KEY)
-    d = OpsOutboxd(db, "smtp://127.0.0.1:1", name="locks", env={
-        "OUTBOXD_DATABASE_URL": login_url(db, logins["dispatcher"]),
-        "OUTBOXD_KAFKA_BROKERS": f"127.0.0.1:{free_port()}",
-    })
     try:
-        d.start()
+        d = dispatcher("locks", env={"OUTBOXD_KAFKA_BROKERS": f"127.0.0.1:{free_port()}"})
         w = wait_for(lambda: warnings_about(d, "mirror"), timeout=15, what="the foreign holder logged")[0]
         assert (w["holder_pid"], w["holder_user"], w["holder_application"]) == (held.pid, producer, "billing-worker")
         assert w["level"] == "warn" and "no replica publishes" in w["effect"]
@@ -144,13 +161,11 @@ def test_mirror_names_a_foreign_holder_then_takes_over(migrated_db, logins):
     assert d.stop() == 0
 
 
-def test_retention_names_a_foreign_holder(migrated_db, logins):
+def test_retention_names_a_foreign_holder(migrated_db, logins, dispatcher):
     db = migrated_db
     held = HeldLock(db, logins["producer"], RETENTION_KEY, application="nightly-report")
-    d = OpsOutboxd(db, "smtp://127.0.0.1:1", name="locks-ret",
-                   env={"OUTBOXD_DATABASE_URL": login_url(db, logins["dispatcher"])})
     try:
-        d.start()
+        d = dispatcher("locks-ret")
         w = wait_for(lambda: warnings_about(d, "retention"), timeout=15, what="the foreign holder logged")[0]
         assert (w["holder_pid"], w["holder_user"], w["holder_application"]) == (
             held.pid, logins["producer"], "nightly-report")
