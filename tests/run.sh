@@ -57,7 +57,7 @@ unset PGHOST PGPORT PGUSER PGDATABASE PGSOCKDIR
 # 3. integration
 log "integration (pytest)"
 out_file=$(mktemp /tmp/outboxd-pytest.XXXXXX)
-$PY -m pytest -p no:cacheprovider -q -ra ${PYTEST_ARGS:-} tests/integration 2>&1 | tee "$out_file"; rc=${PIPESTATUS[0]}
+$PY -m pytest -p no:cacheprovider -q -ra --durations=15 ${PYTEST_ARGS:-} tests/integration 2>&1 | tee "$out_file"; rc=${PIPESTATUS[0]}
 last=$(grep -E '(passed|failed|error)' "$out_file" | tail -n 1)
 p=$(echo "$last" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+'); p=${p:-0}
 f=$(echo "$last" | grep -oE '[0-9]+ (failed|error)' | grep -oE '[0-9]+' | awk '{s+=$1} END {print s+0}')
