@@ -72,3 +72,10 @@ def compiles(call, tmp_path):
 def test_log_fields_are_checked_by_the_compiler(call, ok, tmp_path):
     built, err = compiles(call, tmp_path)
     assert built == ok, err
+
+
+def test_every_module_is_named_in_the_architecture():
+    with open(os.path.join(ROOT, "docs", "architecture.md"), encoding="utf-8") as f:
+        text = f.read()
+    missing = [name for name, _ in sources() if name.endswith(".c") and f"`{name}`" not in text]
+    assert missing == [], f"docs/architecture.md does not name {missing}"
