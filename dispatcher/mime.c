@@ -336,6 +336,15 @@ static int name_is_atoms(const char *s, size_t n)
 	return 1;
 }
 
+/* 1 if a display name goes out as encoded words: when not ASCII, or when as atoms or as a
+ * quoted string (at most 2n + 2 octets) it would hold a piece too long to fold. */
+static int name_needs_encoding(const char *s, size_t n)
+{
+	if (!is_ascii(s, n))
+		return 1;
+	return (name_is_atoms(s, n) ? longest_token(s, n) : 2 * n + 2) > MIME_LINE_MAX - 16;
+}
+
 /* Writes one mailbox ("addr" or "Name <addr>") as part of an address list. */
 static int hw_mailbox(struct hw *h, const char *what, const char *item, int last, char *err, size_t errlen)
 {
@@ -384,7 +393,7 @@ static int hw_mailbox(struct hw *h, const char *what, const char *item, int last
 		goto out;
 	}
 	if (nlen > 0) {
-		if (!is_ascii(name, nlen)) {
+		if (name_needs_encoding(name, nlen)) {
 			hw_encoded(h, name, nlen);
 		} else if (name_is_atoms(name, nlen)) {
 			size_t i = 0;

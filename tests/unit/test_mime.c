@@ -466,6 +466,43 @@ static void test_refusals(void)
 	expect_error("html utf8", &m, "body_html: invalid UTF-8");
 }
 
+/* A display name is only as long as the address grammar allows, which is any length:
+ * one too long for a line as an atom or a quoted string still builds, within the limit. */
+static void test_long_display_names(void)
+{
+	static const char *const one[] = { "alice@example.com" };
+	static const char *const forms[] = { "%s <noreply@shop.example>", "\"%s\" <noreply@shop.example>",
+					     "\"Doe, %s\" <noreply@shop.example>", "%s\\x <noreply@shop.example>" };
+	static char name[1201], from[1300];
+	struct mime_msg m;
+	size_t f, len, i, line;
+
+	for (f = 0; f < sizeof(forms) / sizeof(forms[0]); f++)
+		for (len = 400; len <= 1200; len += 400) {
+			struct buf out;
+			char err[256] = "";
+			int rc;
+
+			memset(name, 'x', len);
+			name[len] = '\0';
+			snprintf(from, sizeof(from), forms[f], name);
+			msg_base(&m, one, 1);
+			m.from = from;
+			m.reply_to = from;
+			buf_init(&out);
+			rc = mime_build(&m, &out, err, sizeof(err));
+			CHECK(rc == 0, "form %zu, name of %zu: %s", f, len, err);
+			for (i = 0, line = 0; rc == 0 && i < out.len; i++) {
+				line = out.data[i] == '\n' ? 0 : line + 1;
+				CHECK(line <= MIME_LINE_MAX + 1, "form %zu, name of %zu: a line over the limit", f,
+				      len);
+				if (line > MIME_LINE_MAX + 1)
+					break;
+			}
+			buf_free(&out);
+		}
+}
+
 /* The ASCII fast paths read eight bytes at a time: a non-ASCII byte must be seen at every
  * offset, in the word loop and in the tail, and a line's length counted across words. */
 static void test_ascii_scan_offsets(void)
@@ -958,6 +995,7 @@ int main(int argc, char **argv)
 	test_fixtures();
 	test_fixture_properties();
 	test_refusals();
+	test_long_display_names();
 	test_ascii_scan_offsets();
 	test_words();
 	test_property();
