@@ -127,6 +127,11 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'check_violation',
                 MESSAGE = format('outbox.%s.headers: value of %s contains CR or LF', p_table, to_json(h.key));
         END IF;
+        -- a mail header carries no other control character either (a tab is a blank)
+        IF p_table = 'messages' AND (h.value #>> '{}') ~ '[\x01-\x08\x0b-\x1f\x7f]' THEN
+            RAISE EXCEPTION USING ERRCODE = 'check_violation',
+                MESSAGE = format('outbox.%s.headers: value of %s contains a control character', p_table, to_json(h.key));
+        END IF;
         -- what the dispatcher would fail later: a value it cannot fold into 998-octet
         -- lines (mime.c: name + ": " + longest word), or one too large for a header at all
         IF octet_length(h.value #>> '{}') > 16384 THEN
@@ -207,6 +212,10 @@ BEGIN
     IF NEW.subject ~ '[\r\n]' THEN
         RAISE EXCEPTION USING ERRCODE = 'check_violation',
             MESSAGE = 'outbox.messages.subject: contains CR or LF';
+    END IF;
+    IF NEW.subject ~ '[\x01-\x08\x0b-\x1f\x7f]' THEN
+        RAISE EXCEPTION USING ERRCODE = 'check_violation',
+            MESSAGE = 'outbox.messages.subject: contains a control character';
     END IF;
     IF NEW.headers <> '{}' THEN
         PERFORM outbox.check_headers('messages', NEW.headers,

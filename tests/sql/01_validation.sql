@@ -3,7 +3,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(81);
+SELECT plan(85);
 
 -- Address syntax (the function behind every address check).
 SELECT is(outbox.addr_spec_problem(a), NULL, 'accepted address: ' || a)
@@ -91,6 +91,13 @@ SELECT throws_ok($$INSERT INTO outbox.messages (recipients, subject, body_text) 
     '23514', 'outbox.messages.subject: contains CR or LF', 'subject CRLF');
 SELECT throws_ok($$INSERT INTO outbox.messages (recipients, subject, body_text) VALUES (ARRAY['a@example.com'], E'Hi\nthere', 'b')$$,
     '23514', 'outbox.messages.subject: contains CR or LF', 'subject LF');
+-- the dispatcher cannot send any other control character either (a tab is a blank)
+SELECT throws_ok($$INSERT INTO outbox.messages (recipients, subject, body_text) VALUES (ARRAY['a@example.com'], E'Ring\x07', 'b')$$,
+    '23514', 'outbox.messages.subject: contains a control character', 'subject BEL');
+SELECT throws_ok($$INSERT INTO outbox.messages (recipients, subject, body_text) VALUES (ARRAY['a@example.com'], E'Del\x7f', 'b')$$,
+    '23514', 'outbox.messages.subject: contains a control character', 'subject DEL');
+SELECT lives_ok($$INSERT INTO outbox.messages (recipients, subject, body_text) VALUES (ARRAY['a@example.com'], E'Tab\tbed', 'b')$$,
+    'subject with a tab');
 
 -- headers
 SELECT throws_ok($$INSERT INTO outbox.messages (recipients, body_text, headers) VALUES (ARRAY['a@example.com'], 'b', '["X-A"]')$$,
@@ -101,6 +108,8 @@ SELECT throws_ok($$INSERT INTO outbox.messages (recipients, body_text, headers) 
     '23514', 'outbox.messages.headers: value of "X-A" must be a string', 'header value null');
 SELECT throws_ok($$INSERT INTO outbox.messages (recipients, body_text, headers) VALUES (ARRAY['a@example.com'], 'b', '{"X-A": "v\r\nBcc: v@example.net"}')$$,
     '23514', 'outbox.messages.headers: value of "X-A" contains CR or LF', 'header value injection');
+SELECT throws_ok($$INSERT INTO outbox.messages (recipients, body_text, headers) VALUES (ARRAY['a@example.com'], 'b', '{"X-A": "v\u0001w"}')$$,
+    '23514', 'outbox.messages.headers: value of "X-A" contains a control character', 'header value control character');
 SELECT throws_ok($$INSERT INTO outbox.messages (recipients, body_text, headers) VALUES (ARRAY['a@example.com'], 'b', '{"X-A:": "v"}')$$,
     '23514', 'outbox.messages.headers: invalid header name "X-A:" (printable ASCII without colon or space, 1-76 characters)',
     'header name with colon');
