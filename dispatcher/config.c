@@ -84,6 +84,7 @@ static int check_address(const char *v, char *msg, size_t msglen);
 static int check_brokers(const char *v, char *msg, size_t msglen);
 static int check_topic_prefix(const char *v, char *msg, size_t msglen);
 static int check_readable(const char *v, char *msg, size_t msglen);
+static int check_readable_or_dir(const char *v, char *msg, size_t msglen);
 static int check_no_space(const char *v, char *msg, size_t msglen);
 
 /* The table is laid out by hand, one key per two lines, for reading. */
@@ -180,7 +181,7 @@ static const struct config_key keys[] = {
 	{ "kafka.sasl_password_file", KT_SECRET_FILE, F_STR(kafka_sasl_password_file), "", 0, 0, NULL,
 	  NULL, F_STR(kafka_sasl_password), 0,
 	  "file holding the SASL password; trailing CR/LF characters are dropped" },
-	{ "kafka.ssl_ca_file", KT_STRING, F_STR(kafka_ssl_ca_file), "", 0, 0, NULL, check_readable, 0,
+	{ "kafka.ssl_ca_file", KT_STRING, F_STR(kafka_ssl_ca_file), "", 0, 0, NULL, check_readable_or_dir, 0,
 	  0, "CA bundle for ssl / sasl_ssl; empty = system store" },
 	{ "kafka.lifecycle_events", KT_BOOL, F_INT(lifecycle_events), "true", 0, 1, NULL, NULL, 0, 0,
 	  "write and mirror email.queued/sent/retry/failed/dead events (always off without kafka.brokers)" },
@@ -599,13 +600,27 @@ static int check_topic_prefix(const char *v, char *msg, size_t msglen)
 	return 0;
 }
 
-static int check_readable(const char *v, char *msg, size_t msglen)
+/* A file read after start-up: a FIFO would block the daemon in open(), a device never ends. */
+static int check_file(const char *v, int allow_dir, char *msg, size_t msglen)
 {
-	if (*v && access(v, R_OK) != 0) {
-		snprintf(msg, msglen, "cannot read %s: %s", v, strerror(errno));
+	int err = *v ? file_check(v, allow_dir) : 0;
+
+	if (err != 0) {
+		snprintf(msg, msglen, "cannot read %s: %s", v, file_strerror(err));
 		return -1;
 	}
 	return 0;
+}
+
+static int check_readable(const char *v, char *msg, size_t msglen)
+{
+	return check_file(v, 0, msg, msglen);
+}
+
+/* librdkafka's ssl.ca.location also takes a directory of CA certificates. */
+static int check_readable_or_dir(const char *v, char *msg, size_t msglen)
+{
+	return check_file(v, 1, msg, msglen);
 }
 
 /* ---- the config object ---- */

@@ -14,6 +14,19 @@ const char *file_strerror(int err)
 	return err == FILE_ERR_NOT_REGULAR ? "not a regular file" : strerror(err);
 }
 
+int file_check(const char *path, int allow_dir)
+{
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC), rc = 0;
+	struct stat st;
+
+	if (fd < 0)
+		return errno;
+	if (fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || (allow_dir && S_ISDIR(st.st_mode))))
+		rc = FILE_ERR_NOT_REGULAR;
+	close(fd);
+	return rc;
+}
+
 /* Opened without blocking (a FIFO with no writer would block in open) and checked with
  * fstat before a byte is read. */
 char *file_read(const char *path, size_t max, size_t *len, int *err)

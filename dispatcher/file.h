@@ -13,7 +13,12 @@
  * (EFBIG above max bytes) or FILE_ERR_NOT_REGULAR. Free with free(). */
 char *file_read(const char *path, size_t max, size_t *len, int *err);
 
-/* Text for an *err of file_read. */
+/* 0 when path opens for reading, without blocking, as a regular file (or, with allow_dir,
+ * a directory); else an errno value or FILE_ERR_NOT_REGULAR, as file_read gives. For a
+ * file read later (a CA bundle, a token): a FIFO would block whoever opens it. */
+int file_check(const char *path, int allow_dir);
+
+/* Text for an *err of file_read or file_check. */
 const char *file_strerror(int err);
 
 #endif

@@ -24,6 +24,7 @@
 #include "buf.h"
 #include "clock.h"
 #include "config.h"
+#include "file.h"
 #include "hostport.h"
 #include "log.h"
 #include "mime.h"
@@ -753,13 +754,14 @@ static void start_tls(struct conn *c)
 	conn_set_state(c, CS_TLS);
 }
 
-/* Re-reads the XOAUTH2 token when its file changed (an external refresher rewrites it). */
+/* Re-reads the XOAUTH2 token when its file changed (an external refresher rewrites it),
+ * through file_read: a FIFO or a device put in its place must not block the loop. */
 static const char *oauth_token(struct native *s)
 {
 	struct stat st;
-	FILE *f;
-	char tok[8192];
-	size_t n;
+	char *tok;
+	size_t n = 0;
+	int err;
 
 	if (stat(s->token_file, &st) != 0)
 		return NULL;
@@ -767,11 +769,9 @@ static const char *oauth_token(struct native *s)
 	    st.st_mtim.tv_nsec == s->token_st.st_mtim.tv_nsec && st.st_size == s->token_st.st_size &&
 	    st.st_ino == s->token_st.st_ino)
 		return s->token;
-	f = fopen(s->token_file, "r");
-	if (f == NULL)
+	tok = file_read(s->token_file, 8191, &n, &err);
+	if (tok == NULL)
 		return NULL;
-	n = fread(tok, 1, sizeof(tok) - 1, f);
-	fclose(f);
 	while (n > 0 && (tok[n - 1] == '\n' || tok[n - 1] == '\r' || tok[n - 1] == ' '))
 		n--;
 	tok[n] = '\0';
@@ -779,8 +779,7 @@ static const char *oauth_token(struct native *s)
 		memset(s->token, 0, strlen(s->token));
 		free(s->token);
 	}
-	s->token = strdup(tok);
-	memset(tok, 0, sizeof(tok));
+	s->token = tok;
 	s->token_st = st;
 	return s->token;
 }

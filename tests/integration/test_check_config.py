@@ -133,6 +133,31 @@ def test_missing_config_file_names_it():
     assert "/nonexistent/outboxd.yaml" in r.stderr
 
 
+# Files read after start-up (CA bundles, the OAuth token): a FIFO would hold the daemon in
+# open() for ever and a device never ends, so check-config refuses them naming the key.
+LATER_FILES = {"smtp.ca_file": "OUTBOXD_SMTP_CA_FILE", "smtp.oauth_token_file": "OUTBOXD_SMTP_OAUTH_TOKEN_FILE",
+               "kafka.ssl_ca_file": "OUTBOXD_KAFKA_SSL_CA_FILE"}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+@pytest.mark.parametrize("key", sorted(LATER_FILES))
+def test_a_file_read_later_must_be_a_regular_file(tmp_path, key, kind):
+    if kind == "fifo":
+        path = tmp_path / "pipe"
+        os.mkfifo(path)
+    elif kind == "device":
+        path = tmp_path / "zero"
+        path.symlink_to("/dev/zero")
+    else:
+        path = tmp_path
+    r = check_config(OUTBOXD_SMTP_USERNAME="mailer", **{LATER_FILES[key]: str(path)})
+    if kind == "directory" and key == "kafka.ssl_ca_file":  # librdkafka takes a directory of CAs
+        assert r.returncode == 0, r.stderr
+        return
+    assert r.returncode == 2, r.stderr
+    assert names_key(r.stderr, key) and "not a regular file" in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("args", [["--bogus"], ["--config"], ["--docs", "--print"]])
 def test_bad_usage_exits_2(args):
     r = check_config(*args)

@@ -6,12 +6,13 @@ transaction for all recipients against one per recipient, pipelining) the test s
 import json
 import os
 import time
+import urllib.request
 
 import pytest
 
 from delay_proxy import DelayProxy
 from outboxd_proc import insert_messages, row, wait_for, wait_states
-from smtp_servers import ScriptedRelay
+from smtp_servers import ScriptedRelay, free_port
 
 SMTP_BOTH_ENGINES = True
 
@@ -241,6 +242,38 @@ def test_xoauth2_token_is_reread_when_the_file_changes(migrated_db, fault_smtpd_
     client_token.write_text("token-2\n")  # the refresher wrote a new token
     wait_states(migrated_db, {"sent": 1}, timeout=20)
     assert "token-1" not in d.log_text() and "token-2" not in d.log_text()
+
+
+def test_xoauth2_token_file_replaced_by_a_fifo_does_not_block_the_loop(migrated_db, fault_smtpd_factory,
+                                                                       outboxd_factory, smtp_engine, tmp_path):
+    """A FIFO put where the token was (no writer) fails the AUTH attempt instead of holding
+    the daemon in open() for ever; a regular file there again is read and used."""
+    if smtp_engine != "native":
+        pytest.skip("XOAUTH2 (smtp.oauth_token_file) is a native-engine feature")
+    server_token = tmp_path / "server-token"
+    server_token.write_text("token-2")
+    client_token = tmp_path / "client-token"
+    client_token.write_text("token-1\n")
+    server = fault_smtpd_factory(tls="require", auth="mailer:unused",
+                                 extra_args=["--auth-mechs", "XOAUTH2", "--xoauth2-token", str(server_token)])
+    migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
+                    "VALUES (ARRAY['ok+o@example.com'], 'oauth', 'x')")
+    port = free_port()
+    d = outboxd_factory(server.url.replace("127.0.0.1", "localhost"),
+                        env={"OUTBOXD_SMTP_TLS": "required", "OUTBOXD_SMTP_CA_FILE": server.ca_cert,
+                             "OUTBOXD_SMTP_USERNAME": "mailer",
+                             "OUTBOXD_SMTP_OAUTH_TOKEN_FILE": str(client_token),
+                             "OUTBOXD_SMTP_BREAKER_OPEN_FOR": "200ms",
+                             "OUTBOXD_HTTP_LISTEN": f"127.0.0.1:{port}"})
+    wait_for(lambda: "relay refused our configuration" in d.log_text(), timeout=20, what="expired token refused")
+    client_token.unlink()
+    os.mkfifo(client_token)
+    wait_for(lambda: "cannot read smtp.oauth_token_file" in d.log_text(), timeout=20, what="the FIFO refused")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+        assert r.status == 200
+    client_token.unlink()
+    client_token.write_text("token-2\n")
+    wait_states(migrated_db, {"sent": 1}, timeout=20)
 
 
 # ---- hostile relays ----------------------------------------------------------------------
