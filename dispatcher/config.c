@@ -7,6 +7,7 @@
 #include "hostport.h"
 #include "log.h"
 
+#include <arpa/inet.h>
 #include <cyaml/cyaml.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -520,9 +521,23 @@ static int check_smtp_url(const char *v, char *msg, size_t msglen)
 
 static int check_listen(const char *v, char *msg, size_t msglen)
 {
+	struct hostport hp;
+	char host[INET6_ADDRSTRLEN + 1];
+	struct in6_addr a;
+
 	if (*v == '\0')
 		return 0;
-	return check_hostport(v, strlen(v), 1, msg, msglen);
+	if (check_hostport(v, strlen(v), 1, msg, msglen) < 0 || hostport_split(v, strlen(v), &hp, msg, msglen) < 0)
+		return -1;
+	/* the listener binds without a name lookup (http.c) */
+	if (hp.host_len < sizeof(host)) {
+		memcpy(host, hp.host, hp.host_len);
+		host[hp.host_len] = '\0';
+		if (strcmp(host, "localhost") == 0 || inet_pton(hp.ipv6 ? AF_INET6 : AF_INET, host, &a) == 1)
+			return 0;
+	}
+	snprintf(msg, msglen, "host must be a numeric IPv4 address, [IPv6] address or localhost");
+	return -1;
 }
 
 static int check_log_level(const char *v, char *msg, size_t msglen)

@@ -158,6 +158,18 @@ def test_a_file_read_later_must_be_a_regular_file(tmp_path, key, kind):
     assert names_key(r.stderr, key) and "not a regular file" in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("listen,ok", [("example.com:9187", False), ("999.1.1.1:9187", False),
+                                       ("[fe80::1::2]:9187", False), ("localhost:9187", True),
+                                       ("0.0.0.0:9187", True), ("[::1]:9187", True)])
+def test_http_listen_is_a_numeric_address(listen, ok):
+    """The HTTP port binds without a name lookup: check-config refuses what run could not bind."""
+    r = check_config(OUTBOXD_HTTP_LISTEN=listen)
+    if ok:
+        assert r.returncode == 0, r.stderr
+    else:
+        assert r.returncode == 2 and names_key(r.stderr, "http.listen"), r.stderr
+
+
 @pytest.mark.parametrize("args", [["--bogus"], ["--config"], ["--docs", "--print"]])
 def test_bad_usage_exits_2(args):
     r = check_config(*args)
