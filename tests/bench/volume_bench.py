@@ -11,6 +11,9 @@ Knobs (defaults are sized for a shared 2-core machine; raise them on a real one)
              BENCH_DAY_PARTITION=10s BENCH_LAYOUTS="plain partitioned"
   latency  : BENCH_LAT_RATES="500 1000" BENCH_LAT_SECONDS=15 BENCH_LAT_HISTORY=200000
              BENCH_LAT_PRODUCERS (1 up to 600 msg/s, else 3 connections)
+             BENCH_LAT_TRACE=dir: per round, every message's commit time, lateness and both
+             latencies (CSV) and the statements of pg_stat_statements; the server's log with
+             autovacuum runs and statements over 5 ms
   scaling  : BENCH_REPLICAS="1 2 4 8" BENCH_POOLS="4" BENCH_DELAYS_MS="0 20"
              BENCH_SCALE_SECONDS=10 BENCH_STEADY_RATE=100 BENCH_PIPELINING=1 (relay offers it)
   BENCH_NAPTIME=2s  autovacuum_naptime of the benchmark's cluster (compressed time)
@@ -44,6 +47,7 @@ ENV = os.environ.get
 PHASES = ENV("BENCH_PHASES", "busyday latency scaling").split()
 LAYOUTS = ENV("BENCH_LAYOUTS", "plain partitioned").split()
 OUT = ENV("BENCH_OUT", os.path.join(HERE, "out"))
+TRACE = ENV("BENCH_LAT_TRACE")  # a directory: per-message latency of every round + the server's log
 BODY = "Your order has shipped. " * 8
 
 
@@ -93,6 +97,17 @@ class Stack:
         self.db.autocommit = True
         # time is compressed (retention in seconds), so autovacuum's one-minute naptime is too
         self.sql("ALTER SYSTEM SET autovacuum_naptime = %s", (ENV("BENCH_NAPTIME", "2s"),))
+        if TRACE:
+            for k, v in (("log_autovacuum_min_duration", "0"), ("log_min_duration_statement", "5ms"),
+                         ("log_checkpoints", "on"), ("log_line_prefix", "%m [%p] %a: "),
+                         ("shared_preload_libraries", "pg_stat_statements")):
+                self.sql(f"ALTER SYSTEM SET {k} = %s", (v,))
+            self.db.close()
+            subprocess.run(["bash", PG_LOCAL, "restart", self.pgdir], check=True, capture_output=True, timeout=120)
+            self.db = psycopg2.connect(self.url)
+            self.db.autocommit = True
+            self.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            self.sql("ALTER SYSTEM SET pg_stat_statements.track = 'all'")
         self.sql("SELECT pg_reload_conf()")
         if layout == "partitioned":
             # the documented way: choose the period, ask for the layout, migrate again
@@ -158,6 +173,9 @@ class Stack:
             except Exception:
                 pass
         if self.pg:
+            if TRACE:
+                shutil.copy(os.path.join(self.pgdir, "data", "server.log"),
+                            os.path.join(TRACE, f"server-{os.path.basename(self.tmp)}.log"))
             subprocess.run(["bash", PG_LOCAL, "destroy", self.pgdir], capture_output=True, timeout=60)
             self.pg = False
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -304,7 +322,10 @@ def read_relay_log(path):
 def latency_round(st, rate, seconds, name, relay_log):
     proc, http = st.start_outboxd(st.relay_port, name, pool=4)
     st.wait_idle(1)
+    if TRACE:
+        st.sql("SELECT pg_stat_statements_reset()")
     committed = {}
+    behind = {}  # ms the INSERT was sent after its due time
     late = [0]
     total = int(rate * seconds)
     producers = int(ENV("BENCH_LAT_PRODUCERS", "1" if rate <= 600 else "3"))
@@ -321,11 +342,14 @@ def latency_round(st, rate, seconds, name, relay_log):
                 now = time.monotonic()
                 if due > now:
                     time.sleep(due - now)
-                elif now - due > 0.005:
+                    now = time.monotonic()
+                if now - due > 0.005:
                     late[0] += 1
                 cur.execute("INSERT INTO outbox.messages (recipients, subject, body_text) VALUES (ARRAY[%s], 'lat', %s) "
                             "RETURNING message_id", (f"l{i}@example.com", BODY))
-                committed[cur.fetchone()[0].strip("<>")] = wall0 + time.monotonic()
+                mid = cur.fetchone()[0].strip("<>")
+                committed[mid] = wall0 + time.monotonic()
+                behind[mid] = (now - due) * 1000
         prod.close()
 
     threads = [threading.Thread(target=produce, args=(k,)) for k in range(producers)]
@@ -347,6 +371,22 @@ def latency_round(st, rate, seconds, name, relay_log):
                           "FROM outbox.messages WHERE message_id = ANY(%s)", (["<" + m + ">" for m in ids],)))
     to250 = sorted((acc[m] - committed[m]) * 1000 for m in ids if m in acc)
     tosent = sorted((sent_at[m] - committed[m]) * 1000 for m in ids if sent_at.get(m))
+    if TRACE:
+        # the round's statements, slowest in total first, then reset for the next round
+        with open(os.path.join(TRACE, f"{name}-statements.txt"), "w") as f:
+            for calls, tot, mean, mx, q in st.sql(
+                    "SELECT calls, total_exec_time, mean_exec_time, max_exec_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) "
+                    "FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 25"):
+                f.write(f"{calls:7d} total {tot:9.1f} ms mean {mean:7.3f} max {mx:8.2f}  {q}\n")
+        st.sql("SELECT pg_stat_statements_reset()")
+        # one line a message, in commit order: when it committed (s into the round), how far
+        # behind its schedule the INSERT went out, commit -> 250 and commit -> sent
+        with open(os.path.join(TRACE, f"{name}.csv"), "w") as f:
+            f.write("commit_epoch,commit_s,behind_ms,to250_ms,tosent_ms\n")
+            for m in sorted(ids, key=committed.get):
+                f.write(f"{committed[m]:.4f},{committed[m] - wall0 - t0:.4f},{behind[m]:.2f},"
+                        f"{(acc[m] - committed[m]) * 1000 if m in acc else float('nan'):.2f},"
+                        f"{(sent_at[m] - committed[m]) * 1000 if sent_at.get(m) else float('nan'):.2f}\n")
     return {"p50": pct(to250, 50), "p99": pct(to250, 99), "s50": pct(tosent, 50), "s99": pct(tosent, 99),
             "n": len(to250), "late": late, "total": total}
 
