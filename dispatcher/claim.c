@@ -40,9 +40,11 @@ void claim_set_idle(struct dispatcher *d, int idle)
 static void on_claim_done(void *arg, const struct pg_result *res, const char *err)
 {
 	struct dispatcher *d = arg;
-	int n;
+	struct claim_next next;
+	int n, woken = d->claim_woken;
 
 	d->claiming = 0;
+	d->claim_woken = 0;
 	if (res == NULL || !pg_result_ok(res)) {
 		log_warn("claim failed", LOG_S("error", pg_failure(res, err)),
 			 LOG_S("sqlstate", pg_result_sqlstate(res)));
@@ -59,21 +61,11 @@ static void on_claim_done(void *arg, const struct pg_result *res, const char *er
 	}
 	for (int i = 0; i < n; i++)
 		deliver_row(d, res, i);
-	if (n == 0) {
-		if (!d->idle_marked && d->state == RUN_RUNNING) {
-			/* mark idle first, then look once more: a row committed between our claim
-			 * and the mark would otherwise wait for the poll */
-			claim_set_idle(d, 1);
-			claim_kick(d);
-		} else {
-			d->empty = 1;
-		}
-		return;
-	}
-	d->empty = 0;
-	if (d->idle_marked)
-		claim_set_idle(d, 0);
-	if (n >= d->claim_limit)
+	job_after_claim(n, d->claim_limit, d->idle_marked, woken, &next);
+	if (next.set_idle >= 0)
+		claim_set_idle(d, next.set_idle);
+	d->empty = next.empty;
+	if (next.again)
 		claim_kick(d);
 }
 
@@ -86,7 +78,12 @@ void claim_on_event(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 
-	if (d->state != RUN_RUNNING || !d->startup_done || d->claiming || !pg_ready(d->work))
+	if (d->claiming) {
+		/* the claim in flight may have looked before the row that woke us committed */
+		d->claim_woken = 1;
+		return;
+	}
+	if (d->state != RUN_RUNNING || !d->startup_done || !pg_ready(d->work))
 		return;
 	limit = job_claim_limit(d->cfg->batch_size, d->cfg->max_in_flight, d->njobs, &d->breaker, clock_mono_ms());
 	if (limit <= 0)

@@ -62,6 +62,7 @@ struct dispatcher {
 
 	/* claim.c */
 	int claiming;
+	int claim_woken; /* a wake-up came while the claim was in flight: claim again after it */
 	int claim_limit;
 	int empty;       /* last claim found nothing: wait for a wake-up */
 	int idle_marked; /* our row in outbox.dispatcher_idle exists */

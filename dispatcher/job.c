@@ -164,6 +164,25 @@ int job_claim_limit(int batch_size, int max_in_flight, int in_flight, struct bre
 	return 0;
 }
 
+void job_after_claim(int n, int limit, int idle_marked, int woken, struct claim_next *next)
+{
+	next->set_idle = -1;
+	next->again = woken;
+	next->empty = 0;
+	if (n >= limit && n > 0) {
+		if (idle_marked)
+			next->set_idle = 0;
+		next->again = 1;
+	} else if (idle_marked) {
+		next->empty = !woken;
+	} else if (n == 0) {
+		/* mark idle first, then look once more: a row committed between our claim and
+		 * the mark would otherwise wait for the poll */
+		next->set_idle = 1;
+		next->again = 1;
+	}
+}
+
 /* ---- writing outcomes ---------------------------------------------------------------- */
 
 /* Under a backlog, outcomes are written in groups, like a group commit: a write waits at

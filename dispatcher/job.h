@@ -97,6 +97,24 @@ int job_claim_span(int batch_size, int max_in_flight);
  * asks b (breaker_allow/breaker_cancel) at time now_ms. */
 int job_claim_limit(int batch_size, int max_in_flight, int in_flight, struct breaker *b, uint64_t now_ms);
 
+/* What the loop does after a claim came back with n rows of the `limit` it asked for. */
+struct claim_next {
+	int set_idle; /* -1 leave the idle mark, 0 mark busy, 1 mark idle */
+	int again;    /* claim again at once */
+	int empty;    /* nothing left to find: wait for a wake-up instead of claiming after each send */
+};
+
+/* The decision after a claim: idle_marked says whether this dispatcher's idle mark is set
+ * (producers NOTIFY it at commit), woken whether a wake-up (NOTIFY, poll, a finished send)
+ * came while the claim was in flight: the claim may have taken its snapshot before that row
+ * committed, so it is looked for again rather than left to the fallback poll. A claim that
+ * came back short took every due row; while the idle mark stands each later commit wakes the
+ * dispatcher, so it keeps the mark and waits (no busy/idle flip and no empty claim per
+ * message at a steady rate). A full claim means a backlog: busy (producers stop notifying)
+ * and claim on. An empty claim while busy marks idle and looks once more, so a row that
+ * committed in between is not missed. */
+void job_after_claim(int n, int limit, int idle_marked, int woken, struct claim_next *next);
+
 /* ---- writing outcomes ----------------------------------------------------------------- */
 
 /* Whether the outcomes waiting should be written now (1) or may wait up to outcome_delay_ms

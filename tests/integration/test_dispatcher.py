@@ -57,6 +57,39 @@ def test_wakes_on_notify_well_before_the_poll(migrated_db, smtp_sink, outboxd_fa
     assert time.time() - t0 < 2.0
 
 
+def function_calls(db, names):
+    got = dict(r.split("|") for r in db.sql(
+        "SELECT funcname, sum(calls) FROM pg_stat_user_functions WHERE schemaname = 'outbox' "
+        "GROUP BY funcname").splitlines() if "|" in r)
+    return {n: int(got.get(n, 0)) for n in names}
+
+
+def test_a_steady_trickle_costs_one_claim_and_one_write_per_message(migrated_db, smtp_sink, outboxd_factory):
+    # Each message's claim and outcome write share one connection with the next message's
+    # claim, so every extra statement per message is latency: no busy/idle flip and no empty
+    # claims while the idle mark stands (every commit wakes the dispatcher), and no
+    # outbox.release() call when nothing is given back.
+    migrated_db.sql("ALTER DATABASE " + migrated_db.name + " SET track_functions = 'all'")
+    names = ("claim", "complete", "release", "set_idle")
+    before = function_calls(migrated_db, names)
+    d = outboxd_factory(smtp_sink.url, env={"OUTBOXD_DISPATCHER_POLL_INTERVAL": "1h"})
+    wait_for(lambda: migrated_db.scalar("SELECT count(*) FROM outbox.dispatcher_idle") == "1",
+             timeout=10, what="dispatcher idle")
+    n = 20
+    for i in range(n):
+        migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
+                        f"VALUES (ARRAY['t{i}@example.com'], 'trickle', 'x')")
+        wait_states(migrated_db, {"sent": i + 1}, timeout=10, interval=0.01)
+    assert d.stop() == 0  # the session's function statistics are written as it ends
+    after = function_calls(migrated_db, names)
+    calls = {k: after[k] - before[k] for k in names}
+    assert calls["complete"] == n, calls
+    assert calls["release"] == 0, calls
+    # start-up: idle mark and its catch-up claim; then one claim per message
+    assert calls["claim"] <= n + 3, calls
+    assert calls["set_idle"] <= 3, calls
+
+
 def test_10000_emails_from_4_producers_each_delivered_once(migrated_db, smtp_sink, outboxd_factory):
     outboxd_factory(smtp_sink.url, env={"OUTBOXD_SMTP_POOL_SIZE": "8"})
     ids = produce_concurrently(migrated_db, producers=4, per_producer=2500, per_txn=25)

@@ -287,6 +287,42 @@ static void test_claim(void)
 	CHECK_INT(job_claim_limit(100, 1000, 0, &b, 11004), 100);
 }
 
+/* After a claim: the idle mark, claiming again, waiting for a wake-up. */
+static void test_after_claim(void)
+{
+	static const struct {
+		const char *name;
+		int n, limit, idle, woken;
+		int set_idle, again, empty;
+	} cases[] = {
+		/* steady trickle: the claim took every due row and the idle mark stands, so the
+		 * next commit wakes us; no busy/idle flip and no empty claim per message */
+		{ "short claim while idle", 1, 100, 1, 0, -1, 0, 1 },
+		{ "empty claim while idle", 0, 100, 1, 0, -1, 0, 1 },
+		/* a row committed after the claim's snapshot woke us during the claim: look again
+		 * now rather than at the next poll */
+		{ "woken during a short claim", 1, 100, 1, 1, -1, 1, 0 },
+		{ "woken during an empty claim", 0, 100, 1, 1, -1, 1, 0 },
+		/* a backlog: busy (producers stop notifying), claim on */
+		{ "full claim while idle", 100, 100, 1, 0, 0, 1, 0 },
+		{ "full claim while busy", 100, 100, 0, 0, -1, 1, 0 },
+		/* busy and drained: mark idle, then look once more */
+		{ "empty claim while busy", 0, 100, 0, 0, 1, 1, 0 },
+		{ "short claim while busy", 5, 100, 0, 0, -1, 0, 0 },
+		{ "short claim while busy, woken", 5, 100, 0, 1, -1, 1, 0 },
+		{ "probe of one", 1, 1, 0, 0, -1, 1, 0 },
+	};
+
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		struct claim_next next;
+		job_after_claim(cases[c].n, cases[c].limit, cases[c].idle, cases[c].woken, &next);
+		CHECK(next.set_idle == cases[c].set_idle && next.again == cases[c].again &&
+			      next.empty == cases[c].empty,
+		      "%s: set_idle %d again %d empty %d, want %d %d %d", cases[c].name, next.set_idle, next.again,
+		      next.empty, cases[c].set_idle, cases[c].again, cases[c].empty);
+	}
+}
+
 /* ---- flush policy -------------------------------------------------------------------- */
 
 static void test_flush(void)
@@ -454,6 +490,7 @@ int main(void)
 	test_verdict();
 	test_effective();
 	test_claim();
+	test_after_claim();
 	test_flush();
 	test_mirror_advance();
 	return test_summary("job");
