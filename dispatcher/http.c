@@ -33,6 +33,10 @@
 #define HTTP_MAX_HEADERS 8192
 #define HTTP_MAX_BODY 1024
 #define HTTP_REASON_MAX 512
+/* Input buffered per connection at most: evhttp keeps reading while an answer waits to be
+ * written, so a client that pipelines and never reads would grow it without bound. Far
+ * above one whole request (headers and body), so reading only pauses for such a client. */
+#define HTTP_READ_MAX (64 * 1024)
 #define HTTP_DEFAULT_MAX_CONNECTIONS 64
 #define HTTP_DEFAULT_TIMEOUT_MS 10000
 /* evhttp's own timeout, which bounds writing an answer, sits this much beyond the request
@@ -337,6 +341,8 @@ static struct bufferevent *on_new_bev(struct event_base *base, void *arg)
 	struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
 	struct http_conn *c = bev != NULL ? calloc(1, sizeof(*c)) : NULL;
 
+	if (bev != NULL)
+		bufferevent_setwatermark(bev, EV_READ, 0, HTTP_READ_MAX);
 	if (c == NULL)
 		return bev; /* out of memory: served, but neither counted nor cut by the deadline */
 	/* held until on_attach, so that it stays valid even if evhttp frees it first */

@@ -240,6 +240,37 @@ def test_idle_keepalive_connections_make_room_for_a_probe(smtp_sink, outboxd_fac
     assert d.stop() == 0
 
 
+def test_pipelining_client_that_never_reads_is_not_buffered_without_bound(smtp_sink, outboxd_factory):
+    """evhttp keeps reading while an answer waits to be written (to see the client go): a
+    client that pipelines requests and reads nothing back must not grow the daemon's memory
+    by what it sends."""
+    d, port = http_daemon(smtp_sink, outboxd_factory)
+    rss0 = rss_kb(d.pid)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    s.setblocking(False)
+    burst, sent, rss_max = b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n" * 512, 0, rss0
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < 3 and sent < 256 << 20:
+            try:
+                sent += s.send(burst)
+            except BlockingIOError:
+                rss_max = max(rss_max, rss_kb(d.pid))
+                time.sleep(0.01)
+        rss_max = max(rss_max, rss_kb(d.pid))
+    except OSError:
+        pass  # cut by the server
+    finally:
+        s.close()
+    print(f"\npipelining without reading: {sent >> 20} MiB sent in {time.monotonic() - t0:.1f}s, "
+          f"RSS {rss0} kB before, {rss_max} kB at most")
+    assert rss_max - rss0 < 32 << 10, f"RSS grew by {(rss_max - rss0) >> 10} MiB"
+    assert health(port) == 200
+    assert d.stop() == 0
+
+
 @pytest.mark.parametrize("key,value", [
     ("HTTP_MAX_CONNECTIONS", "0"), ("HTTP_MAX_CONNECTIONS", "10001"), ("HTTP_MAX_CONNECTIONS", "many"),
     ("HTTP_REQUEST_TIMEOUT", "10ms"), ("HTTP_REQUEST_TIMEOUT", "2h"), ("HTTP_REQUEST_TIMEOUT", "soon"),
