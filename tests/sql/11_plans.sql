@@ -5,7 +5,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(12);
+SELECT plan(13);
 
 CREATE FUNCTION pg_temp.plan(q text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
@@ -68,5 +68,10 @@ SELECT alike(pg_temp.plan_as(f, sql), '%Index Scan using messages_claim_idx%', '
 -- a disabled plan node still costs 1e10: without jit = off that cost made every claim JIT-compile (0.5 s)
 SELECT ok('jit=off' = ANY (p.proconfig), p.oid::regprocedure || ' runs without JIT')
   FROM pg_catalog.pg_proc p WHERE p.oid IN (SELECT f FROM q) ORDER BY 1;
+-- a SQL function's statements are planned again on every call: the lifecycle events of
+-- every outcome write must keep their plan (PL/pgSQL caches it for the session)
+SELECT is((SELECT l.lanname::text FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+            WHERE p.oid = 'outbox.lifecycle_events(outbox.lifecycle_change[],text)'::regprocedure),
+          'plpgsql', 'lifecycle_events keeps its plan across calls');
 SELECT * FROM finish();
 ROLLBACK;
