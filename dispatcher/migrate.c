@@ -205,14 +205,16 @@ static int cmp_migration(const void *a, const void *b)
 }
 
 /* True when dir/name is a regular file (following symlinks). */
-static int is_regular(const char *dir, const char *name)
+/* 1 for a regular file, 0 for a directory (skipped), -1 for anything else: a FIFO, a
+ * device, a dangling symlink, which named as SQL is an error rather than left out. */
+static int entry_kind(const char *dir, const char *name)
 {
 	char path[PATH_MAX];
 	struct stat st;
 	int n = snprintf(path, sizeof path, "%s/%s", dir, name);
-	if (n < 0 || (size_t)n >= sizeof path)
-		return 0;
-	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+	if (n < 0 || (size_t)n >= sizeof path || stat(path, &st) != 0)
+		return -1;
+	return S_ISREG(st.st_mode) ? 1 : S_ISDIR(st.st_mode) ? 0 : -1;
 }
 
 static int ends_with_sql(const char *name)
@@ -235,16 +237,24 @@ int migrate_list_dir(const char *dir, struct migrate_list *out, char *errbuf, si
 	while ((de = readdir(d)) != NULL) {
 		int version;
 		char *name = NULL;
-		if (de->d_name[0] == '.' || !is_regular(dir, de->d_name))
+		if (de->d_name[0] == '.')
 			continue;
 		int r = migrate_parse_filename(de->d_name, &version, &name);
-		if (r == 0) {
-			if (ends_with_sql(de->d_name))
+		int kind = entry_kind(dir, de->d_name);
+		if (r == 0 || kind == 0) {
+			if (r == 0 && kind == 1 && ends_with_sql(de->d_name))
 				warn("ignoring %s/%s: not named NNNN_name.sql", dir, de->d_name);
+			free(name);
 			continue;
 		}
 		if (r < 0) {
 			snprintf(errbuf, errlen, "%s/%s: version number out of range", dir, de->d_name);
+			goto fail;
+		}
+		/* named as a migration: left out, its change would be missing without a word */
+		if (kind < 0) {
+			free(name);
+			snprintf(errbuf, errlen, "%s/%s: not a regular file", dir, de->d_name);
 			goto fail;
 		}
 		if (list.n == cap) {
@@ -552,7 +562,8 @@ static int load_sql_dir(struct migrate_ctx *c)
 		return -1;
 	}
 	while ((de = readdir(d)) != NULL) {
-		if (de->d_name[0] == '.' || !ends_with_sql(de->d_name) || !is_regular(c->sql_dir, de->d_name))
+		/* a *.sql that is neither a file nor a directory fails in read_file, naming it */
+		if (de->d_name[0] == '.' || !ends_with_sql(de->d_name) || entry_kind(c->sql_dir, de->d_name) == 0)
 			continue;
 		if (n == cap) {
 			size_t ncap = cap ? cap * 2 : 16;

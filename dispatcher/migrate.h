@@ -51,7 +51,7 @@ int migrate_parse_filename(const char *filename, int *version, char **name_out);
  * Lists the migration files of dir, sorted by version. Other entries are skipped
  * (a *.sql whose name does not fit is reported on stderr as ignored). Returns 0, or -1
  * with a one-line reason in errbuf (unreadable directory, duplicate version, version out
- * of range). On success the caller owns *out and frees it with migrate_list_free().
+ * of range, a migration's name on a FIFO, a device or a dangling symlink). On success the caller owns *out and frees it with migrate_list_free().
  */
 int migrate_list_dir(const char *dir, struct migrate_list *out, char *errbuf, size_t errlen);
 

@@ -357,3 +357,23 @@ def test_out_of_order_file_is_applied_with_a_warning(db, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "out of order" in r.stderr and "0002_b.sql" in r.stderr
     assert [v for v, _ in applied(db)] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("where", ["migrations", "sql"])
+@pytest.mark.parametrize("kind", ["fifo", "dangling symlink", "device"])
+def test_a_sql_file_that_is_not_a_regular_file_stops_the_run(db, mdir, tmp_path, where, kind):
+    """A FIFO, a device or a dangling symlink named like a migration or a sql/ file is an
+    error naming it, not silently left out (its schema change would be missing); a
+    directory so named is still skipped."""
+    path = os.path.join(tmp_path, where, "0020_odd.sql" if where == "migrations" else "20_odd.sql")
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        os.symlink("/dev/zero", path)
+    else:
+        os.symlink(os.path.join(tmp_path, "gone.sql"), path)
+    r = migrate("--database-url", db.url, "--migrations", mdir, "--sql", str(tmp_path / "sql"), timeout=30)
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert os.path.basename(path) in r.stderr, r.stderr
+    if where == "migrations":
+        assert applied(db) == []  # nothing applied before the list is known to be whole
