@@ -116,6 +116,20 @@ def test_migrate_gives_up_naming_the_holder(migrated_db, logins):
     assert r.returncode == 0, r.stderr
 
 
+def test_migrate_is_not_fooled_by_a_producer_calling_itself_outboxd_migrate(migrated_db, logins):
+    """The application name is the client's choice: a producer login naming its session
+    outboxd-migrate is still a session that is not outboxd migrate (as outbox.lock_holders
+    judges it), not "another outboxd migrate run" to wait for."""
+    held = HeldLock(migrated_db, logins["producer"], MIGRATE_KEY, application="outboxd-migrate")
+    try:
+        r = run_outboxd("migrate", "--database-url", migrated_db.url, "--wait-timeout", "1", timeout=30)
+        assert r.returncode == 1, r.stdout + r.stderr
+        err = r.stderr.strip().splitlines()[-1]
+        assert f"pid {held.pid}" in err and "not outboxd migrate" in err, err
+    finally:
+        held.release()
+
+
 def warnings_about(d, lock):
     return [x for x in d.log_lines()
             if x.get("msg") == "advisory lock held by a session that is not outboxd" and x.get("lock") == lock]
