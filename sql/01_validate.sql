@@ -133,13 +133,14 @@ BEGIN
                 MESSAGE = format('outbox.%s.headers: value of %s contains a control character', p_table, to_json(h.key));
         END IF;
         -- what the dispatcher would fail later: a value it cannot fold into 998-octet
-        -- lines (mime.c: name + ": " + longest word), or one too large for a header at all
+        -- lines (mime.c: name + ": " + longest word with the blanks before it, which
+        -- folding moves along), or one too large for a header at all
         IF octet_length(h.value #>> '{}') > 16384 THEN
             RAISE EXCEPTION USING ERRCODE = 'check_violation',
                 MESSAGE = format('outbox.%s.headers: value of %s is longer than 16384 bytes', p_table, to_json(h.key));
         END IF;
         IF (h.value #>> '{}') ~ '^[\x01-\x7f]*$' AND octet_length(h.key) + 2 +
-           coalesce((SELECT max(octet_length(w)) FROM regexp_split_to_table(h.value #>> '{}', '[ \t]+') AS w), 0) > 998 THEN
+           coalesce((SELECT max(octet_length(w[1])) FROM regexp_matches(h.value #>> '{}', '([ \t]*[^ \t]*)', 'g') AS w), 0) > 998 THEN
             RAISE EXCEPTION USING ERRCODE = 'check_violation',
                 MESSAGE = format('outbox.%s.headers: value of %s has a word too long to fold into a 998-octet line', p_table, to_json(h.key));
         END IF;

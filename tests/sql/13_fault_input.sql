@@ -3,7 +3,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(11);
+SELECT plan(13);
 
 SET LOCAL ROLE outbox_producer;
 SELECT throws_ok($$INSERT INTO outbox.events (aggregate_type, aggregate_id, type, payload)
@@ -50,6 +50,17 @@ SELECT lives_ok(format($$INSERT INTO outbox.messages (recipients, subject, body_
                          VALUES (ARRAY['a@example.com'], 's', 'b', jsonb_build_object('X-Long', %L::text))$$,
                        repeat('w', 990)),
     'a word that fits (name + ": " + 990 octets) is fine');
+-- folding moves a run of blanks with the word after it (mime.c): it counts in that word
+SELECT throws_ok(format($$INSERT INTO outbox.messages (recipients, subject, body_text, headers)
+                          VALUES (ARRAY['a@example.com'], 's', 'b', jsonb_build_object('X-Long', %L::text))$$,
+                        'a' || repeat(' ', 30) || repeat('w', 970)),
+    '23514', 'outbox.messages.headers: value of "X-Long" has a word too long to fold into a 998-octet line',
+    'a word that fits only without the blanks before it refused');
+SELECT throws_ok(format($$INSERT INTO outbox.messages (recipients, subject, body_text, headers)
+                          VALUES (ARRAY['a@example.com'], 's', 'b', jsonb_build_object('X-Long', %L::text))$$,
+                        'a' || repeat(' ', 1000)),
+    '23514', 'outbox.messages.headers: value of "X-Long" has a word too long to fold into a 998-octet line',
+    'a run of 1000 trailing blanks refused');
 
 SELECT * FROM finish();
 ROLLBACK;
