@@ -516,6 +516,10 @@ static int check_smtp_url(const char *v, char *msg, size_t msglen)
 		snprintf(msg, msglen, "host missing after the scheme");
 		return -1;
 	}
+	if (strchr(slash, ' ')) { /* the path is the EHLO name, as smtp.helo_name */
+		snprintf(msg, msglen, "the EHLO name after the host must not contain spaces");
+		return -1;
+	}
 	return check_hostport(host, (size_t)(slash - host), 0, msg, msglen);
 }
 

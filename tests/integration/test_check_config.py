@@ -170,6 +170,13 @@ def test_http_listen_is_a_numeric_address(listen, ok):
         assert r.returncode == 2 and names_key(r.stderr, "http.listen"), r.stderr
 
 
+def test_smtp_url_helo_without_spaces():
+    """The path of smtp.url is the EHLO name, held to smtp.helo_name's rule (no spaces)."""
+    r = check_config(OUTBOXD_SMTP_URL="smtp://relay.example/mail host")
+    assert r.returncode == 2 and names_key(r.stderr, "smtp.url"), r.stderr
+    assert check_config(OUTBOXD_SMTP_URL="smtp://relay.example/mail.example").returncode == 0
+
+
 @pytest.mark.parametrize("args", [["--bogus"], ["--config"], ["--docs", "--print"]])
 def test_bad_usage_exits_2(args):
     r = check_config(*args)
