@@ -5,7 +5,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(13);
+SELECT plan(17);
 
 CREATE FUNCTION pg_temp.plan(q text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
@@ -55,6 +55,24 @@ SELECT alike(pg_temp.plan_as(f, sql), '%Index Scan using messages_claim_idx%', '
 SELECT alike(pg_temp.plan_as(f, sql), '%Index Scan using messages_pkey%', name || ': probes the primary key')
   FROM q ORDER BY name;
 
+-- the same paths in the generic plans these functions keep (plan_cache_mode, sql/60_plans.sql)
+PREPARE claim_q(text, integer) AS
+    WITH c AS MATERIALIZED (
+        SELECT m.id FROM outbox.messages m WHERE m.state = 'pending' AND m.next_attempt_at <= now()
+         ORDER BY m.priority DESC, m.next_attempt_at, m.id LIMIT $2 FOR UPDATE SKIP LOCKED
+    ) UPDATE outbox.messages m SET state = 'sending', lease_owner = $1, lease_expires_at = now(),
+             attempts = m.attempts + 1 FROM c WHERE m.id = c.id RETURNING m.*;
+PREPARE complete_q(text, jsonb) AS
+    UPDATE outbox.messages m SET state = 'sent', lease_owner = NULL
+      FROM jsonb_to_recordset($2) AS r(id bigint, attempt integer)
+     WHERE m.id = r.id AND (m.state = 'sending') IS TRUE AND m.lease_owner = $1 AND m.attempts = r.attempt;
+SET LOCAL plan_cache_mode = force_generic_plan;
+SELECT alike(pg_temp.plan_as('outbox.claim(text,integer,integer)', $$EXECUTE claim_q('x', 100)$$),
+             '%Index Scan using messages_claim_idx%', 'claim, generic plan: reads the partial claim index');
+SELECT alike(pg_temp.plan_as('outbox.complete(text,jsonb)', $$EXECUTE complete_q('x', '[{"id": 1, "attempt": 1}]')$$),
+             '%Index Scan using messages_pkey%', 'complete, generic plan: probes the primary key');
+RESET plan_cache_mode;
+
 -- 2. a large finished history, analysed
 INSERT INTO outbox.messages (recipients, subject, body_text)
 SELECT ARRAY['a@example.com'], 'h' || i, 'b' FROM generate_series(1, 10000) i;
@@ -67,6 +85,10 @@ SELECT alike(pg_temp.plan_as(f, sql), '%Index Scan using messages_claim_idx%', '
 
 -- a disabled plan node still costs 1e10: without jit = off that cost made every claim JIT-compile (0.5 s)
 SELECT ok('jit=off' = ANY (p.proconfig), p.oid::regprocedure || ' runs without JIT')
+  FROM pg_catalog.pg_proc p WHERE p.oid IN (SELECT f FROM q) ORDER BY 1;
+-- after every ANALYZE PostgreSQL planned each call again with its values (0.6 ms for complete,
+-- more than running it) and on a small table kept doing so: one generic plan instead
+SELECT ok('plan_cache_mode=force_generic_plan' = ANY (p.proconfig), p.oid::regprocedure || ' keeps one generic plan')
   FROM pg_catalog.pg_proc p WHERE p.oid IN (SELECT f FROM q) ORDER BY 1;
 -- a SQL function's statements are planned again on every call: the lifecycle events of
 -- every outcome write must keep their plan (PL/pgSQL caches it for the session)
