@@ -220,8 +220,9 @@ def test_wrong_host_name_is_refused_on_both_engines(migrated_db, fault_smtpd_fac
     assert not any(line.upper().startswith("MAIL") for line in server.client_lines())
 
 
-def test_xoauth2_token_is_reread_when_the_file_changes(migrated_db, fault_smtpd_factory, outboxd_factory,
-                                                       smtp_engine, tmp_path):
+def xoauth2_relay(migrated_db, fault_smtpd_factory, smtp_engine, tmp_path, extra_env=None):
+    """A relay that takes only XOAUTH2 with "token-2", one queued message, and outboxd's env
+    pointing at a token file that holds the expired "token-1"."""
     if smtp_engine != "native":
         pytest.skip("XOAUTH2 (smtp.oauth_token_file) is a native-engine feature")
     server_token = tmp_path / "server-token"
@@ -232,11 +233,16 @@ def test_xoauth2_token_is_reread_when_the_file_changes(migrated_db, fault_smtpd_
                                  extra_args=["--auth-mechs", "XOAUTH2", "--xoauth2-token", str(server_token)])
     migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
                     "VALUES (ARRAY['ok+o@example.com'], 'oauth', 'x')")
-    d = outboxd_factory(server.url.replace("127.0.0.1", "localhost"),
-                        env={"OUTBOXD_SMTP_TLS": "required", "OUTBOXD_SMTP_CA_FILE": server.ca_cert,
-                             "OUTBOXD_SMTP_USERNAME": "mailer",
-                             "OUTBOXD_SMTP_OAUTH_TOKEN_FILE": str(client_token),
-                             "OUTBOXD_SMTP_BREAKER_OPEN_FOR": "200ms"})
+    env = {"OUTBOXD_SMTP_TLS": "required", "OUTBOXD_SMTP_CA_FILE": server.ca_cert,
+           "OUTBOXD_SMTP_USERNAME": "mailer", "OUTBOXD_SMTP_OAUTH_TOKEN_FILE": str(client_token),
+           "OUTBOXD_SMTP_BREAKER_OPEN_FOR": "200ms", **(extra_env or {})}
+    return server, client_token, env
+
+
+def test_xoauth2_token_is_reread_when_the_file_changes(migrated_db, fault_smtpd_factory, outboxd_factory,
+                                                       smtp_engine, tmp_path):
+    server, client_token, env = xoauth2_relay(migrated_db, fault_smtpd_factory, smtp_engine, tmp_path)
+    d = outboxd_factory(server.url.replace("127.0.0.1", "localhost"), env=env)
     wait_for(lambda: "relay refused our configuration" in d.log_text(), timeout=20, what="expired token refused")
     assert server.count() == 0 and row(migrated_db, 1)["attempts"] <= 1
     client_token.write_text("token-2\n")  # the refresher wrote a new token
@@ -248,23 +254,10 @@ def test_xoauth2_token_file_replaced_by_a_fifo_does_not_block_the_loop(migrated_
                                                                        outboxd_factory, smtp_engine, tmp_path):
     """A FIFO put where the token was (no writer) fails the AUTH attempt instead of holding
     the daemon in open() for ever; a regular file there again is read and used."""
-    if smtp_engine != "native":
-        pytest.skip("XOAUTH2 (smtp.oauth_token_file) is a native-engine feature")
-    server_token = tmp_path / "server-token"
-    server_token.write_text("token-2")
-    client_token = tmp_path / "client-token"
-    client_token.write_text("token-1\n")
-    server = fault_smtpd_factory(tls="require", auth="mailer:unused",
-                                 extra_args=["--auth-mechs", "XOAUTH2", "--xoauth2-token", str(server_token)])
-    migrated_db.sql("INSERT INTO outbox.messages (recipients, subject, body_text) "
-                    "VALUES (ARRAY['ok+o@example.com'], 'oauth', 'x')")
     port = free_port()
-    d = outboxd_factory(server.url.replace("127.0.0.1", "localhost"),
-                        env={"OUTBOXD_SMTP_TLS": "required", "OUTBOXD_SMTP_CA_FILE": server.ca_cert,
-                             "OUTBOXD_SMTP_USERNAME": "mailer",
-                             "OUTBOXD_SMTP_OAUTH_TOKEN_FILE": str(client_token),
-                             "OUTBOXD_SMTP_BREAKER_OPEN_FOR": "200ms",
-                             "OUTBOXD_HTTP_LISTEN": f"127.0.0.1:{port}"})
+    server, client_token, env = xoauth2_relay(migrated_db, fault_smtpd_factory, smtp_engine, tmp_path,
+                                              {"OUTBOXD_HTTP_LISTEN": f"127.0.0.1:{port}"})
+    d = outboxd_factory(server.url.replace("127.0.0.1", "localhost"), env=env)
     wait_for(lambda: "relay refused our configuration" in d.log_text(), timeout=20, what="expired token refused")
     client_token.unlink()
     os.mkfifo(client_token)
