@@ -38,6 +38,7 @@ struct job {
 	size_t outstanding;      /* transfers not yet reported */
 	uint64_t lease_until_ms; /* monotonic: when the lease as this process last confirmed it
 				    ends (from when the claim or renewal was sent); 0 = lost */
+	unsigned renew_gen;      /* the last renewal that asked for this row (lease.c) */
 };
 
 enum run_state { RUN_STARTING, RUN_RUNNING, RUN_DRAINING, RUN_DONE };
@@ -46,7 +47,8 @@ struct dispatcher {
 	struct config *cfg;
 	const char *config_path;
 	struct event_base *base;
-	struct pgconn *work;
+	struct pgconn *work;     /* claims and the idle mark: nothing else may delay a claim */
+	struct pgconn *outcomes; /* outcome writes, releases, lease renewals, telemetry figures */
 	struct pgconn *listen;
 	struct smtp_sink *smtp;
 	struct kafka_mirror *kafka;  /* NULL when kafka.brokers is empty */
@@ -83,6 +85,8 @@ struct dispatcher {
 	uint64_t next_second_ms, next_poll_ms, next_renew_ms, next_mirror_ms;
 	uint64_t claim_sent_ms, renew_sent_ms; /* monotonic: the claim / renewal in flight */
 	size_t renew_sent_n;                   /* rows that renewal asked for */
+	unsigned renew_gen;                    /* counts renewals sent */
+	int renewing;                          /* a renewal is in flight */
 	struct event *ev_claim;
 	struct event *ev_flush;
 	struct event *ev_tick;

@@ -18,8 +18,10 @@
  *                                     job_finish -> job_verdict -> outcome_add/_release
  *   6. ev_flush (outcome.c)           at once or after dispatcher.outcome_delay
  *                                     (job_flush_now): outbox.complete() + outbox.release()
- *                                     in one statement -> on_flush_done
- *   7. maintenance tick, leases       every lease/3 -> lease_renew: outbox.renew()
+ *                                     in one statement on the outcomes connection
+ *                                     -> on_flush_done
+ *   7. maintenance tick, leases       every lease/3 -> lease_renew: outbox.renew(), on the
+ *                                     outcomes connection behind the writes
  *   8. maintenance tick, each second  start-up retry, outcomes refused for a passing reason
  *                                     written again, listener heartbeat (every 10 s),
  *                                     breaker gauge and probe claim, telemetry_tick (queue
@@ -147,12 +149,19 @@ static void send_startup(struct dispatcher *d)
 
 /* ---- connections ---------------------------------------------------------------------- */
 
+/* The database is up for readiness and the gauge when both the claims' and the outcomes'
+ * connections are: without the second, messages would go out with nothing recorded. */
+static void database_up(struct dispatcher *d)
+{
+	telemetry_database_up(d->tm, pg_ready(d->work) && pg_ready(d->outcomes));
+}
+
 static void on_work_connect(struct pgconn *c, void *arg)
 {
 	struct dispatcher *d = arg;
 	(void)c;
 
-	telemetry_database_up(d->tm, 1);
+	database_up(d);
 	d->startup_retry_ms = 0;
 	send_startup(d);
 }
@@ -162,9 +171,28 @@ static void on_work_disconnect(struct pgconn *c, void *arg, const char *reason)
 	struct dispatcher *d = arg;
 	(void)c;
 	(void)reason;
-	telemetry_database_up(d->tm, 0);
+	database_up(d);
 	d->claiming = 0;
-	/* on_flush_done already got the failure for a write in progress */
+}
+
+static void on_outcomes_connect(struct pgconn *c, void *arg)
+{
+	struct dispatcher *d = arg;
+	(void)c;
+
+	database_up(d);
+	/* outcomes kept while it was away; start-up on the work connection kicks them too */
+	if (d->startup_done)
+		outcome_kick(d);
+}
+
+static void on_outcomes_disconnect(struct pgconn *c, void *arg, const char *reason)
+{
+	struct dispatcher *d = arg;
+	(void)c;
+	(void)reason;
+	/* on_flush_done and on_renew_done already got the failure for what was in flight */
+	database_up(d);
 }
 
 static void on_listen_result(void *arg, const struct pg_result *res, const char *err)
@@ -294,7 +322,7 @@ void dispatcher_maybe_finish_drain(struct dispatcher *d)
 	if (d->njobs > 0 || d->flushing || !kafka_mirror_stopped(d->kafka))
 		return;
 	if (outcome_waiting(d)) {
-		if (pg_ready(d->work)) {
+		if (pg_ready(d->outcomes)) {
 			outcome_kick(d);
 			return;
 		}
@@ -304,8 +332,10 @@ void dispatcher_maybe_finish_drain(struct dispatcher *d)
 			  LOG_I("count", (long long)outcome_waiting(d)));
 		d->exit_code = 1;
 	}
-	/* let the last bookkeeping (the idle mark's removal) reach the database */
-	if (pg_ready(d->work) && pg_pending(d->work) > 0 && clock_mono_ms() < d->drain_deadline_ms + 5000)
+	/* let the last bookkeeping (the idle mark's removal, a renewal) reach the database */
+	if (((pg_ready(d->work) && pg_pending(d->work) > 0) ||
+	     (pg_ready(d->outcomes) && pg_pending(d->outcomes) > 0)) &&
+	    clock_mono_ms() < d->drain_deadline_ms + 5000)
 		return;
 	stop_loop(d);
 }
@@ -406,6 +436,7 @@ static void connect_database(struct dispatcher *d)
 {
 	const struct config *cfg = d->cfg;
 	struct pg_callbacks wcb = { .on_connect = on_work_connect, .on_disconnect = on_work_disconnect };
+	struct pg_callbacks ocb = { .on_connect = on_outcomes_connect, .on_disconnect = on_outcomes_disconnect };
 	struct pg_callbacks lcb = { .on_connect = on_listen_connect,
 				    .on_disconnect = on_listen_disconnect,
 				    .on_notify = on_notify };
@@ -416,6 +447,8 @@ static void connect_database(struct dispatcher *d)
 		 (long long)cfg->database_statement_timeout_ms);
 	d->work = pg_new(d->base, "outboxd-worker", cfg->database_url, opts, cfg->database_connect_timeout_ms,
 			 cfg->reconnect_max_ms, &wcb, d);
+	d->outcomes = pg_new(d->base, "outboxd-outcomes", cfg->database_url, opts, cfg->database_connect_timeout_ms,
+			     cfg->reconnect_max_ms, &ocb, d);
 	d->listen = pg_new(d->base, "outboxd-listener", cfg->database_url,
 			   "-c idle_session_timeout=0 -c statement_timeout=10000", cfg->database_connect_timeout_ms,
 			   cfg->reconnect_max_ms, &lcb, d);
@@ -503,7 +536,8 @@ int dispatcher_main(int argc, char **argv)
 
 	add_events(d);
 	connect_database(d);
-	telemetry_attach(d->tm, d->work);
+	/* the figures take milliseconds: not on the claims' connection */
+	telemetry_attach(d->tm, d->outcomes);
 	if (cfg.kafka_brokers && cfg.kafka_brokers[0]) {
 		d->kafka = kafka_mirror_new(d->base, &cfg, d->tm, d->owner, err, sizeof(err));
 		if (d->kafka == NULL) {
@@ -524,6 +558,7 @@ int dispatcher_main(int argc, char **argv)
 
 out:
 	pg_close(d->listen);
+	pg_close(d->outcomes);
 	pg_close(d->work);
 	/* workers may still read a job's message: stop them before any job is freed */
 	smtp_free(d->smtp);

@@ -26,7 +26,7 @@ struct telemetry {
 	struct console *console; /* the web console on the HTTP port, or NULL */
 	json_t *figures;         /* the last queue figures read (STATS_SQL), or NULL */
 	double figures_at;       /* when, CLOCK_MONOTONIC seconds */
-	struct pgconn *work;
+	struct pgconn *conn;     /* where the figures are read: not the claims' connection */
 	const struct breaker *smtp_breaker;
 	enum breaker_state last_smtp; /* last state reported per sink, to count transitions */
 	enum breaker_state last_kafka;
@@ -58,7 +58,7 @@ static int ready_cb(void *arg, char *reason, size_t len)
 {
 	struct telemetry *t = arg;
 
-	if (t->work == NULL || !pg_ready(t->work) || !t->db_up) {
+	if (t->conn == NULL || !pg_ready(t->conn) || !t->db_up) {
 		snprintf(reason, len, "database not connected");
 		return 0;
 	}
@@ -133,9 +133,9 @@ struct telemetry *telemetry_new(struct event_base *base, const struct config *cf
 	return t;
 }
 
-void telemetry_attach(struct telemetry *t, struct pgconn *work)
+void telemetry_attach(struct telemetry *t, struct pgconn *conn)
 {
-	t->work = work;
+	t->conn = conn;
 }
 
 void telemetry_free(struct telemetry *t)
@@ -337,11 +337,11 @@ static void on_stats(void *arg, const struct pg_result *res, const char *err)
 void telemetry_tick(struct telemetry *t, unsigned ticks)
 {
 	/* right after connecting (schema unknown), then every 5 s */
-	if (t->stats_running || t->work == NULL || !pg_ready(t->work))
+	if (t->stats_running || t->conn == NULL || !pg_ready(t->conn))
 		return;
 	if (t->schema_version >= 0 && ticks % 5 != 0)
 		return;
-	if (pg_query(t->work, STATS_SQL, 0, NULL, 10000, on_stats, t) == 0)
+	if (pg_query(t->conn, STATS_SQL, 0, NULL, 10000, on_stats, t) == 0)
 		t->stats_running = 1;
 }
 

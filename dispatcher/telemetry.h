@@ -18,8 +18,9 @@ struct telemetry;
  * Returns NULL with errbuf set (for example when the port is taken). */
 struct telemetry *telemetry_new(struct event_base *base, const struct config *cfg, const struct breaker *smtp_breaker,
 				char *errbuf, size_t errlen);
-/* Gives the connection used to read queue figures and readiness (schema version). */
-void telemetry_attach(struct telemetry *t, struct pgconn *work);
+/* Gives the connection used to read queue figures and readiness (schema version); the
+ * dispatcher passes its outcomes connection, so the figures never delay a claim. */
+void telemetry_attach(struct telemetry *t, struct pgconn *conn);
 void telemetry_free(struct telemetry *t);
 
 /* Counts one message's outcome; latency_s is commit -> delivered for OUTCOME_SENT

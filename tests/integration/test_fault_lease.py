@@ -1,12 +1,16 @@
 """Faults around leases: a dispatcher killed with kill -9 mid-drain, with default settings
 (5-minute lease), has its rows back in the queue within seconds because its database
-session is gone (outbox.rescue_gone_sessions), not at lease expiry."""
+session is gone (outbox.rescue_gone_sessions), not at lease expiry; a paused dispatcher does
+not send on lost leases; an outcome write stuck behind a lock neither delays claims nor makes
+the next renewal look like a takeover."""
 import collections
 import os
 import signal
 import time
 
-from outboxd_proc import insert_messages, states, wait_for
+import psycopg2
+
+from outboxd_proc import insert_messages, row, states, wait_for, wait_states
 
 
 def test_kill9_rows_rescued_in_seconds_not_at_lease_expiry(migrated_db, smtp_sink, outboxd_factory):
@@ -76,3 +80,72 @@ def test_paused_past_the_lease_does_not_send_its_queue(migrated_db, smtp_sink, o
     assert all(got[m] == 2 for m in after)  # each a second copy with the row's Message-ID
     assert all(v == 2 for v in dups.values())
     assert b.stop() == 0
+
+
+def _lock_row(db, msg_id):
+    """Holds a row lock on one message in an open transaction; rollback() lets go."""
+    conn = psycopg2.connect(db.dsn)
+    cur = conn.cursor()
+    cur.execute("SELECT 1 FROM outbox.messages WHERE id = %s FOR UPDATE", (msg_id,))
+    return conn
+
+
+def _outcome_write_blocked(db):
+    return db.scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'outboxd-%' "
+                     "AND wait_event_type = 'Lock' AND query LIKE '%outbox.complete%'") == "1"
+
+
+def _sent_to_relay(relay, recipient):
+    return any(m.envelope_to == recipient for m in relay.messages())
+
+
+def test_a_claim_does_not_wait_for_an_outcome_write(migrated_db, fault_smtpd, outboxd_factory):
+    """Outcome writes have their own connection: while one is stuck behind a row lock, the
+    next message is still claimed and delivered. On a shared connection its claim queued
+    behind the write until the write's lock_timeout (5 s)."""
+    outboxd_factory(fault_smtpd.url)
+    [a] = insert_messages(migrated_db, 1, recipient=lambda i: "delay1000+a@example.com")
+    wait_for(lambda: row(migrated_db, a)["state"] == "sending", timeout=10, what="A claimed")
+    lock = _lock_row(migrated_db, a)
+    try:
+        wait_for(lambda: _outcome_write_blocked(migrated_db), timeout=10, what="A's outcome write blocked")
+        t0 = time.monotonic()
+        insert_messages(migrated_db, 1, recipient=lambda i: "b@example.com")
+        wait_for(lambda: _sent_to_relay(fault_smtpd, "b@example.com"), timeout=4, interval=0.02,
+                 what="B delivered while A's write waits")
+        took = time.monotonic() - t0
+        assert _outcome_write_blocked(migrated_db), "the write was no longer blocked: the test shows nothing"
+    finally:
+        lock.rollback()
+        lock.close()
+    print(f"\nB committed -> delivered in {took * 1000:.0f} ms while A's outcome write waited on a lock")
+    wait_states(migrated_db, {"sent": 2}, timeout=15)
+
+
+def test_a_renewal_behind_an_outcome_write_is_not_a_takeover(migrated_db, fault_smtpd, outboxd_factory):
+    """A renewal queued behind an outcome write runs after it: rows of that write are
+    finished by then, and asking for them came back short, read as a takeover, and the
+    messages still queued were taken back unsent."""
+    env = {"OUTBOXD_DISPATCHER_LEASE": "3s", "OUTBOXD_SMTP_POOL_SIZE": "1", "OUTBOXD_LOG_LEVEL": "debug"}
+    d = outboxd_factory(fault_smtpd.url, env=env)
+    [a] = insert_messages(migrated_db, 1, recipient=lambda i: "delay500+a@example.com")
+    wait_for(lambda: row(migrated_db, a)["state"] == "sending", timeout=10, what="A claimed")
+    lock = _lock_row(migrated_db, a)
+    try:
+        wait_for(lambda: _outcome_write_blocked(migrated_db), timeout=10, what="A's outcome write blocked")
+        # B on the wire, C queued behind it on the one SMTP connection
+        insert_messages(migrated_db, 1, recipient=lambda i: "delay3000+b@example.com")
+        insert_messages(migrated_db, 1, recipient=lambda i: "c@example.com")
+        renewals = d.log_text().count("lease renewal sent")
+        wait_for(lambda: d.log_text().count("lease renewal sent") > renewals, timeout=5,
+                 what="a renewal sent while A's write waits")
+        assert _outcome_write_blocked(migrated_db), "the write was no longer blocked: the test shows nothing"
+    finally:
+        lock.rollback()
+        lock.close()
+    wait_states(migrated_db, {"sent": 3}, timeout=20)
+    log = d.log_text()
+    assert "taken over" not in log and "lease lost" not in log, log
+    assert migrated_db.scalar("SELECT max(attempts) FROM outbox.messages") == "1"
+    got = collections.Counter(m.envelope_to for m in fault_smtpd.messages())
+    assert got == {"delay500+a@example.com": 1, "delay3000+b@example.com": 1, "c@example.com": 1}
