@@ -83,7 +83,10 @@ void claim_on_event(evutil_socket_t fd, short what, void *arg)
 		d->claim_woken = 1;
 		return;
 	}
-	if (d->state != RUN_RUNNING || !d->startup_done || !pg_ready(d->work))
+	/* nothing is claimed that could not be recorded: outcomes and renewals go on their own
+	 * connection, and rows sent with no outcome written go out again after their lease */
+	if (d->state != RUN_RUNNING || !d->startup_done || !pg_ready(d->work) || !pg_ready(d->outcomes) ||
+	    d->outcomes_behind)
 		return;
 	limit = job_claim_limit(d->cfg->batch_size, d->cfg->max_in_flight, d->njobs, &d->breaker, clock_mono_ms());
 	if (limit <= 0)

@@ -75,7 +75,10 @@ struct dispatcher {
 	json_t *flushing_results;
 	json_t *flushing_releases;
 	int flushing;
-	int flush_errors; /* consecutive refusals of the same outcomes by the server */
+	int flush_errors;    /* consecutive refusals of the same outcomes by the server */
+	int outcomes_behind; /* outcomes connection lost with outcomes unwritten: no claim until
+				they are written (their leases could run out, and a claim would
+				take those rows back and send them again) */
 
 	/* dispatcher.c */
 	int startup_done; /* outbox.release_owner() ran on this database */

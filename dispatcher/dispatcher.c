@@ -181,9 +181,12 @@ static void on_outcomes_connect(struct pgconn *c, void *arg)
 	(void)c;
 
 	database_up(d);
-	/* outcomes kept while it was away; start-up on the work connection kicks them too */
-	if (d->startup_done)
+	/* outcomes kept while it was away go first; claims wait for them (outcomes_behind) */
+	if (outcome_waiting(d) == 0)
+		d->outcomes_behind = 0;
+	else
 		outcome_kick(d);
+	claim_kick(d);
 }
 
 static void on_outcomes_disconnect(struct pgconn *c, void *arg, const char *reason)
@@ -193,6 +196,7 @@ static void on_outcomes_disconnect(struct pgconn *c, void *arg, const char *reas
 	(void)reason;
 	/* on_flush_done and on_renew_done already got the failure for what was in flight */
 	database_up(d);
+	d->outcomes_behind = 1;
 }
 
 static void on_listen_result(void *arg, const struct pg_result *res, const char *err)

@@ -133,6 +133,8 @@ static void on_flush_done(void *arg, const struct pg_result *res, const char *er
 			json_decref(d->flushing_releases);
 			d->flushing_results = d->flushing_releases = NULL;
 			d->flush_errors = 0;
+			d->outcomes_behind = 0;
+			claim_kick(d);
 			dispatcher_maybe_finish_drain(d);
 			return;
 		}
@@ -152,6 +154,10 @@ static void on_flush_done(void *arg, const struct pg_result *res, const char *er
 		json_decref(d->flushing_results);
 		json_decref(d->flushing_releases);
 		d->flushing_results = d->flushing_releases = NULL;
+		if (d->outcomes_behind) {
+			d->outcomes_behind = 0;
+			claim_kick(d);
+		}
 		if (outcome_waiting(d))
 			outcome_kick(d);
 		dispatcher_maybe_finish_drain(d);

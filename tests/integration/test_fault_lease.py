@@ -10,7 +10,7 @@ import time
 
 import psycopg2
 
-from outboxd_proc import insert_messages, row, states, wait_for, wait_states
+from outboxd_proc import connect, insert_messages, row, states, wait_for, wait_states
 
 
 def test_kill9_rows_rescued_in_seconds_not_at_lease_expiry(migrated_db, smtp_sink, outboxd_factory):
@@ -149,3 +149,48 @@ def test_a_renewal_behind_an_outcome_write_is_not_a_takeover(migrated_db, fault_
     assert migrated_db.scalar("SELECT max(attempts) FROM outbox.messages") == "1"
     got = collections.Counter(m.envelope_to for m in fault_smtpd.messages())
     assert got == {"delay500+a@example.com": 1, "delay3000+b@example.com": 1, "c@example.com": 1}
+
+
+def test_no_claim_while_outcomes_cannot_be_written(migrated_db, smtp_sink, outboxd_factory):
+    """The outcomes connection is cut and cannot come back for twice the lease while
+    messages commit. A claim then would send messages whose outcomes cannot be written nor
+    their leases renewed; each lease runs out, the next claim takes the row back and sends
+    it again. Claims wait for the outcomes connection and for the outcomes it owes."""
+    lease_s, outage_s, total = 2, 4.5, 30
+    d = outboxd_factory(smtp_sink.url, env={"OUTBOXD_DISPATCHER_LEASE": f"{lease_s}s"})
+    wait_for(lambda: migrated_db.scalar("SELECT count(*) FROM pg_stat_activity "
+                                        "WHERE application_name = 'outboxd-outcomes'") == "1" and
+             migrated_db.scalar("SELECT count(*) FROM outbox.dispatcher_idle") == "1", timeout=15,
+             what="the dispatcher idle")
+    dbname = migrated_db.scalar("SELECT current_database()")
+    producer = connect(migrated_db)
+    admin = psycopg2.connect(migrated_db.cluster.dsn())
+    admin.autocommit = True
+    try:
+        # the sessions already open stay; no new one gets in
+        admin.cursor().execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false')
+        cur = producer.cursor()
+        cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = 'outboxd-outcomes'")
+        assert cur.fetchone()[0] == 1
+        wait_for(lambda: any("database connection lost" in ln and "outboxd-outcomes" in ln
+                             for ln in d.log_text().splitlines()), timeout=5, what="the dispatcher sees it")
+        t0 = time.monotonic()
+        for i in range(total):
+            cur.execute("INSERT INTO outbox.messages (recipients, subject, body_text) "
+                        "VALUES (ARRAY[%s], %s, %s)", (f"user{i}@example.com", f"message {i}", "Hello.\n"))
+            time.sleep(outage_s / 2 / total)  # half the outage: the first leases run out within it
+        while time.monotonic() - t0 < outage_s:
+            time.sleep(0.1)
+        during = smtp_sink.count()
+    finally:
+        admin.cursor().execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
+        admin.close()
+        producer.close()
+    wait_states(migrated_db, {"sent": total}, timeout=30)
+    smtp_sink.wait_quiet(period=0.5, timeout=10)
+    got = collections.Counter(m.message_id for m in smtp_sink.messages())
+    print(f"\noutcomes connection down {outage_s} s (lease {lease_s} s): {during} sent meanwhile; "
+          f"{len(got)} messages, {sum(v - 1 for v in got.values())} second copies")
+    assert during == 0
+    assert len(got) == total and all(v == 1 for v in got.values()), got
