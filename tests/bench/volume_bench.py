@@ -555,6 +555,8 @@ def main():
     if not os.access(OUTBOXD, os.X_OK):
         say("missing build/outboxd (run make)")
         return 2
+    if TRACE:
+        os.makedirs(TRACE, exist_ok=True)
 
     def on_signal(sig, frame):
         raise KeyboardInterrupt
