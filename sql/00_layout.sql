@@ -37,6 +37,37 @@ AS $fn$
            'autovacuum_vacuum_cost_delay = 0'
 $fn$;
 
+-- Statistics gathered on a queue table (p_rel: messages, message_recipients, events, or one
+-- of their partitions; ALTER TABLE recurses into partitions). The hot path's plans do not
+-- follow statistics (sql/60_plans.sql), so ANALYZE, which autovacuum runs on a busy table
+-- every naptime, serves only the views and the purge: a 3,000-row sample (target 10) instead
+-- of 30,000, and nothing on the payload columns, which no query filters on. Measured on
+-- 100,000 messages: ANALYZE took 205-245 ms of CPU, 15-23 ms with these targets; at
+-- 1,000 msg/s on two cores each ANALYZE held latency up (p99 30-35 ms against 7-11).
+CREATE OR REPLACE FUNCTION outbox.set_statistics_targets(p_rel regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, outbox
+AS $fn$
+DECLARE
+    payload text[] := ARRAY['body_text', 'body_html', 'subject', 'headers', 'recipients', 'cc', 'bcc',
+                            'reply_to', 'sender', 'last_error', 'payload'];
+    cols    text;
+BEGIN
+    SELECT string_agg(format('ALTER COLUMN %I SET STATISTICS %s', a.attname,
+                             CASE WHEN a.attname = ANY (payload) THEN 0 ELSE 10 END), ', ')
+      INTO cols
+      FROM pg_attribute a
+     WHERE a.attrelid = p_rel AND a.attnum > 0 AND NOT a.attisdropped
+       AND a.attstattarget IS DISTINCT FROM (CASE WHEN a.attname = ANY (payload) THEN 0 ELSE 10 END);
+    IF cols IS NOT NULL THEN
+        EXECUTE format('ALTER TABLE %s %s', p_rel, cols);
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION outbox.set_statistics_targets(regclass) IS
+    'Internal: small statistics targets on a queue table, none on its payload columns (cheap ANALYZE)';
+
 -- Partitioned layout: makes sure the partitions of messages and events exist for the
 -- current period and p_ahead periods after it. Each new partition is built apart and then
 -- attached, which takes only SHARE UPDATE EXCLUSIVE on the parent (producers and the
@@ -67,6 +98,7 @@ BEGIN
             BEGIN
                 EXECUTE format('CREATE TABLE outbox.%I (LIKE outbox.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS) WITH (%s)',
                                name, tbl, outbox.queue_reloptions());
+                PERFORM outbox.set_statistics_targets(format('outbox.%I', name)::regclass);
                 -- a proven constraint lets ATTACH skip its validation scan
                 EXECUTE format('ALTER TABLE outbox.%I ADD CONSTRAINT %I CHECK (part_at >= %L AND part_at < %L)',
                                name, name || '_range', lo, lo + period);

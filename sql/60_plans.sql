@@ -40,3 +40,14 @@ ALTER FUNCTION outbox.release(text, bigint[], integer[])
     SET plan_cache_mode = force_generic_plan;
 ALTER FUNCTION outbox.release_owner(text)
     SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off;
+
+-- Small statistics targets on the queue tables and their partitions (see
+-- outbox.set_statistics_targets): cheap autovacuum ANALYZE, now that no hot-path plan
+-- follows the statistics. Takes SHARE UPDATE EXCLUSIVE, which producers do not wait for.
+-- (pg_partition_tree gives no row for a plain table)
+SELECT outbox.set_statistics_targets(r)
+  FROM unnest(ARRAY['messages', 'message_recipients', 'events']) AS t,
+       LATERAL (SELECT format('outbox.%I', t)::regclass
+                UNION ALL
+                SELECT p.relid FROM pg_partition_tree(format('outbox.%I', t)::regclass) AS p
+                 WHERE p.level > 0) AS x(r);

@@ -4,7 +4,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(32);
+SELECT plan(33);
 
 TRUNCATE outbox.messages, outbox.events CASCADE;
 TRUNCATE outbox.message_keys, outbox.retention_cleanup;
@@ -67,6 +67,11 @@ SELECT is((SELECT count(*)::int FROM outbox.message_keys), (SELECT count(*)::int
 \ir ../../sql/50_retention.sql
 \ir ../../sql/90_grants.sql
 SELECT ok(outbox.partitions_ensure(3) >= 0, 'partitions exist for now and ahead');
+SELECT is((SELECT array_agg(DISTINCT a.attstattarget ORDER BY a.attstattarget) FROM pg_catalog.pg_attribute a
+            WHERE a.attrelid = format('outbox.%I', outbox.partition_name('messages',
+                      date_bin((SELECT partition_period FROM outbox.settings), now(), '2000-01-01 00:00:00+00')))::regclass
+              AND a.attnum > 0 AND NOT a.attisdropped),
+          '{0,10}'::int[], 'a new partition gets the small statistics targets');
 
 -- The producer INSERT is the same; a new row lands in the current partition.
 CREATE FUNCTION pg_temp.ins(k text) RETURNS TABLE (id bigint, message_id text) LANGUAGE sql AS $$
