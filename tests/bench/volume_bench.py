@@ -174,8 +174,11 @@ class Stack:
                 pass
         if self.pg:
             if TRACE:
-                shutil.copy(os.path.join(self.pgdir, "data", "server.log"),
-                            os.path.join(TRACE, f"server-{os.path.basename(self.tmp)}.log"))
+                try:  # a failed copy must not leave the cluster running
+                    shutil.copy(os.path.join(self.pgdir, "data", "server.log"),
+                                os.path.join(TRACE, f"server-{os.path.basename(self.tmp)}.log"))
+                except OSError as e:
+                    say(f"server log not kept: {e}")
             subprocess.run(["bash", PG_LOCAL, "destroy", self.pgdir], capture_output=True, timeout=60)
             self.pg = False
         shutil.rmtree(self.tmp, ignore_errors=True)

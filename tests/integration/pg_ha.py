@@ -141,14 +141,25 @@ class Formation:
     def destroy(self):
         for name, p in self.procs.items():
             try:
-                os.killpg(p.pid, signal.SIGKILL)
+                os.killpg(p.pid, signal.SIGKILL)  # the keeper first: it would start postgres again
             except ProcessLookupError:
                 pass
             p.wait(10)
-            pidfile = os.path.join(self.dir, name, "postmaster.pid")
             try:
-                with open(pidfile) as f:
-                    os.kill(int(f.readline()), signal.SIGKILL)
-            except (OSError, ValueError, ProcessLookupError):
+                with open(os.path.join(self.dir, name, "postmaster.pid")) as f:
+                    postmaster = int(f.readline())
+            except (OSError, ValueError):
+                continue
+            # An immediate shutdown (SIGQUIT) takes the postmaster's children with it; after a
+            # SIGKILL the monitor's health-check worker and its logger outlived it.
+            try:
+                os.kill(postmaster, signal.SIGQUIT)
+                _wait(lambda: not os.path.exists(f"/proc/{postmaster}"), 10, f"{name}'s postgres to stop",
+                      interval=0.1)
+            except (ProcessLookupError, AssertionError):
+                pass
+            try:
+                os.kill(postmaster, signal.SIGKILL)
+            except ProcessLookupError:
                 pass
         shutil.rmtree(self.dir, ignore_errors=True)
