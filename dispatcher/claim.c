@@ -15,7 +15,11 @@
 static const char *const CLAIM_SQL =
 	"SELECT id, attempt, message_id, sender, recipients, cc, bcc, reply_to, subject, body_text, "
 	"body_html, headers, extract(epoch FROM created_at)::float8, done_recipients "
-	"FROM outbox.claim($1, $2::int, $3::int)";
+	"FROM outbox.claim($1, $2::int, $3::int, $4::boolean)";
+
+/* The rescue of gone sessions and expired leases is a third of a claim's cost; one claim a
+ * second carries it (and the first of each session, which records it). */
+#define RESCUE_EVERY_MS 1000
 
 void claim_kick(struct dispatcher *d)
 {
@@ -72,9 +76,10 @@ static void on_claim_done(void *arg, const struct pg_result *res, const char *er
 void claim_on_event(evutil_socket_t fd, short what, void *arg)
 {
 	struct dispatcher *d = arg;
-	const char *p[3];
+	const char *p[4];
 	char lim[24], lease[24];
-	int limit;
+	int limit, rescue;
+	uint64_t now;
 	(void)fd;
 	(void)what;
 
@@ -88,17 +93,22 @@ void claim_on_event(evutil_socket_t fd, short what, void *arg)
 	if (d->state != RUN_RUNNING || !d->startup_done || !pg_ready(d->work) || !pg_ready(d->outcomes) ||
 	    d->outcomes_behind)
 		return;
-	limit = job_claim_limit(d->cfg->batch_size, d->cfg->max_in_flight, d->njobs, &d->breaker, clock_mono_ms());
+	now = clock_mono_ms();
+	limit = job_claim_limit(d->cfg->batch_size, d->cfg->max_in_flight, d->njobs, &d->breaker, now);
 	if (limit <= 0)
 		return;
 	snprintf(lim, sizeof(lim), "%d", limit);
 	dispatcher_lease_seconds(d, lease, sizeof(lease));
+	rescue = d->rescued_ms == 0 || now - d->rescued_ms >= RESCUE_EVERY_MS;
 	p[0] = d->owner;
 	p[1] = lim;
 	p[2] = lease;
-	if (pg_query(d->work, CLAIM_SQL, 3, p, d->cfg->database_statement_timeout_ms + 5000, on_claim_done, d) == 0) {
-		d->claim_sent_ms = clock_mono_ms();
+	p[3] = rescue ? "true" : "false";
+	if (pg_query(d->work, CLAIM_SQL, 4, p, d->cfg->database_statement_timeout_ms + 5000, on_claim_done, d) == 0) {
+		d->claim_sent_ms = now;
 		d->claiming = 1;
 		d->claim_limit = limit;
+		if (rescue)
+			d->rescued_ms = now;
 	}
 }

@@ -66,8 +66,9 @@ struct dispatcher {
 	int claiming;
 	int claim_woken; /* a wake-up came while the claim was in flight: claim again after it */
 	int claim_limit;
-	int empty;       /* last claim found nothing: wait for a wake-up */
-	int idle_marked; /* our row in outbox.dispatcher_idle exists */
+	int empty;           /* last claim found nothing: wait for a wake-up */
+	int idle_marked;     /* our row in outbox.dispatcher_idle exists */
+	uint64_t rescued_ms; /* monotonic: the last claim that rescued (0: none on this session) */
 
 	/* outcome.c */
 	json_t *results;  /* outcomes waiting to be written */

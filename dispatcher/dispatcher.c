@@ -173,6 +173,7 @@ static void on_work_disconnect(struct pgconn *c, void *arg, const char *reason)
 	(void)reason;
 	database_up(d);
 	d->claiming = 0;
+	d->rescued_ms = 0; /* the next session's first claim records it */
 }
 
 static void on_outcomes_connect(struct pgconn *c, void *arg)

@@ -25,7 +25,7 @@
 -- outbox.complete's statement costs about 0.6 ms, more than running it: its main statement
 -- took 0.30-0.35 ms a call in the rounds after a TRUNCATE against 0.13-0.15 ms with a large
 -- history. With the paths held as above, the generic plan is the plan wanted for any values.
-ALTER FUNCTION outbox.claim(text, integer, integer)
+ALTER FUNCTION outbox.claim(text, integer, integer, boolean)
     SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
     SET enable_bitmapscan = off SET enable_sort = off SET jit = off
     SET plan_cache_mode = force_generic_plan;

@@ -45,7 +45,7 @@ GRANT EXECUTE ON FUNCTION
     outbox.wake_dispatcher()
     TO PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    outbox.claim(text, integer, integer), outbox.complete(text, jsonb),
+    outbox.claim(text, integer, integer), outbox.claim(text, integer, integer, boolean), outbox.complete(text, jsonb),
     outbox.release(text, bigint[]), outbox.release(text, bigint[], integer[]), outbox.release_owner(text),
     outbox.renew(text, bigint[], integer), outbox.renew(text, bigint[], integer[], integer),
     outbox.set_idle(text, boolean, text),

@@ -3,7 +3,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(30);
+SELECT plan(33);
 
 TRUNCATE outbox.messages, outbox.events CASCADE;
 
@@ -36,8 +36,13 @@ SELECT is((SELECT state FROM outbox.messages WHERE subject = 'D'), 'pending', 'n
 
 -- An expired lease is rescued and re-claimed with the next attempt number.
 UPDATE outbox.messages SET lease_expires_at = now() - interval '1 second' WHERE subject = 'A';
+-- ... but not by a claim that asks for no rescue (outboxd rescues at most once a second)
+SELECT is_empty($$SELECT * FROM outbox.claim('w2', 10, 30, false)$$, 'claim(..., p_rescue false) leaves expired leases');
+SELECT is((SELECT lease_owner FROM outbox.messages WHERE subject = 'A'), 'w1', '... the row stays with its owner');
 CREATE TEMP TABLE c2 AS SELECT * FROM outbox.claim('w2', 10, 30);
 SELECT is(ARRAY(SELECT subject FROM c2), ARRAY['A'], 'expired lease is claimed again');
+SELECT throws_ok($$SELECT * FROM outbox.claim('w2', 0, 30, false)$$, '22023', 'outbox.claim: p_limit must be between 1 and 10000',
+    'the four-argument form checks its arguments too');
 SELECT is((SELECT attempt FROM c2), 2, 'rescued row comes back as attempt 2');
 SELECT row_eq($$SELECT state, lease_owner, lease_expires_at, outcome_unknown, last_error FROM outbox.messages WHERE subject = 'A'$$,
     ROW('sending'::text, 'w2'::text, now() + interval '30 seconds', true, 'lease expired, outcome unknown'::text),
@@ -47,7 +52,7 @@ SELECT is((SELECT count(*)::int FROM outbox.events e JOIN ids ON ids.id = e.mess
 
 -- Exhausted attempts: the rescue sends the row to dead.
 UPDATE outbox.messages SET max_attempts = 2, lease_expires_at = now() - interval '1 second' WHERE subject = 'A';
-SELECT is_empty($$SELECT * FROM outbox.claim('w3', 10, 30)$$, 'an exhausted expired lease is not claimed');
+SELECT is_empty($$SELECT * FROM outbox.claim('w3', 10, 30, true)$$, 'an exhausted expired lease is not claimed');
 SELECT row_eq($$SELECT state, attempts, lease_owner, last_error FROM outbox.messages WHERE subject = 'A'$$,
     ROW('dead'::text, 2, NULL::text, 'lease expired, attempts exhausted'::text), 'exhausted expired lease goes to dead');
 SELECT results_eq($$SELECT e.payload ->> 'state', e.payload ->> 'error' FROM outbox.events e JOIN ids ON ids.id = e.message_id

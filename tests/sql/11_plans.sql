@@ -29,7 +29,7 @@ $$;
 -- the statements of outbox.claim (sql/10_lease.sql) and outbox.complete (sql/11_complete.sql)
 CREATE TEMP TABLE q (name text, f regprocedure, sql text);
 INSERT INTO q VALUES
- ('claim', 'outbox.claim(text,integer,integer)', $$
+ ('claim', 'outbox.claim(text,integer,integer,boolean)', $$
     WITH c AS MATERIALIZED (
         SELECT m.id FROM outbox.messages m WHERE m.state = 'pending' AND m.next_attempt_at <= now()
          ORDER BY m.priority DESC, m.next_attempt_at, m.id LIMIT 100 FOR UPDATE SKIP LOCKED
@@ -67,7 +67,7 @@ PREPARE complete_q(text, jsonb) AS
       FROM jsonb_to_recordset($2) AS r(id bigint, attempt integer)
      WHERE m.id = r.id AND (m.state = 'sending') IS TRUE AND m.lease_owner = $1 AND m.attempts = r.attempt;
 SET LOCAL plan_cache_mode = force_generic_plan;
-SELECT alike(pg_temp.plan_as('outbox.claim(text,integer,integer)', $$EXECUTE claim_q('x', 100)$$),
+SELECT alike(pg_temp.plan_as('outbox.claim(text,integer,integer,boolean)', $$EXECUTE claim_q('x', 100)$$),
              '%Index Scan using messages_claim_idx%', 'claim, generic plan: reads the partial claim index');
 SELECT alike(pg_temp.plan_as('outbox.complete(text,jsonb)', $$EXECUTE complete_q('x', '[{"id": 1, "attempt": 1}]')$$),
              '%Index Scan using messages_pkey%', 'complete, generic plan: probes the primary key');
