@@ -80,7 +80,9 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'check_violation',
             MESSAGE = format('outbox.messages.%s: must be a one-dimensional array', p_field);
     END IF;
-    FOR i IN 1 .. coalesce(array_length(p_list, 1), 0) LOOP
+    -- the producer's own subscripts ('[0:1]={...}' starts at 0): the message names the
+    -- element as it was written, and the stored array starts at 1 (result)
+    FOR i IN coalesce(array_lower(p_list, 1), 1) .. coalesce(array_upper(p_list, 1), 0) LOOP
         problem := outbox.addr_spec_problem(p_list[i]);
         IF problem IS NOT NULL THEN
             RAISE EXCEPTION USING ERRCODE = 'check_violation',

@@ -3,7 +3,7 @@
 BEGIN;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(85);
+SELECT plan(88);
 
 -- Address syntax (the function behind every address check).
 SELECT is(outbox.addr_spec_problem(a), NULL, 'accepted address: ' || a)
@@ -28,6 +28,14 @@ SELECT throws_ok($$INSERT INTO outbox.messages (recipients, body_text) VALUES (A
     '23514', 'outbox.messages.recipients[1]: NULL address', 'recipients NULL element');
 SELECT throws_ok($$INSERT INTO outbox.messages (recipients, body_text) VALUES (ARRAY['a@example.com', NULL], 'b')$$,
     '23514', 'outbox.messages.recipients[2]: NULL address', 'recipients NULL second element');
+-- arrays whose subscripts do not start at 1 are read whole, by their own subscripts
+SELECT throws_ok($$INSERT INTO outbox.messages (recipients, body_text) VALUES ('[0:1]={a@example.com,nobody}'::text[], 'b')$$,
+    '23514', 'outbox.messages.recipients[1]: malformed address (expected local@domain)', 'a [0:1] array: the bad element by its subscript');
+SELECT throws_ok($$INSERT INTO outbox.messages (recipients, body_text) VALUES ('[5:6]={a@example.com,b@example}'::text[], 'b')$$,
+    '23514', 'outbox.messages.recipients[6]: malformed address (expected local@domain)', 'a [5:6] array: the bad element by its subscript');
+WITH x AS (INSERT INTO outbox.messages (recipients, body_text)
+            VALUES ('[0:1]={a@example.com,b@example.com}'::text[], 'b') RETURNING recipients)
+SELECT is(x.recipients, '{a@example.com,b@example.com}'::text[], 'a [0:1] array is stored whole, from subscript 1') FROM x;
 SELECT throws_ok($$INSERT INTO outbox.messages (recipients, body_text) VALUES (ARRAY['nobody'], 'b')$$,
     '23514', 'outbox.messages.recipients[1]: malformed address (expected local@domain)', 'recipients malformed');
 SELECT throws_ok($$INSERT INTO outbox.messages (recipients, body_text) VALUES (ARRAY['a@example.com', 'x y@example.com'], 'b')$$,
