@@ -369,10 +369,17 @@ int migrate_position_to_line(const char *text, size_t len, long pos, int *line, 
 
 /* ---- options and directories --------------------------------------------------------- */
 
-/* Parses a non-negative number of seconds into milliseconds. Returns 0 or -1. */
+/* Parses a non-negative number of seconds into milliseconds: plain decimal, as the
+ * configuration's numbers ("2", "0.5"); strtod alone would also take " 2", "0x10" and "1e3".
+ * Returns 0 or -1. */
 static int parse_seconds(const char *s, long long *ms)
 {
 	char *end;
+	size_t digits = strspn(s, "0123456789");
+
+	if (digits == 0 || (s[digits] != '\0' && (s[digits] != '.' || s[digits + 1] == '\0' ||
+						  strspn(s + digits + 1, "0123456789") != strlen(s + digits + 1))))
+		return -1;
 	errno = 0;
 	double v = strtod(s, &end);
 	if (errno || end == s || *end != '\0' || !isfinite(v) || v < 0 || v > 2147483.0)

@@ -291,6 +291,10 @@ def test_usage_errors_exit_2(db, mdir):
     r = migrate("--database-url", db.url, "--migrations", "/nonexistent/dir")
     assert r.returncode == 2 and "/nonexistent/dir" in r.stderr
     assert migrate("--lock-timeout", "soon").returncode == 2
+    # seconds are plain decimal, as in the configuration
+    for bad in ("0x10", "1e3", " 5", "5 ", "+5", "-1", ".5", "5.", "inf", "nan", ""):
+        r = migrate("--lock-timeout", bad)
+        assert r.returncode == 2 and "--lock-timeout" in r.stderr, (bad, r.returncode, r.stderr)
     assert migrate("--database-url").returncode == 2
     assert migrate("stray").returncode == 2
     r = migrate("--help")
