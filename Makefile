@@ -81,12 +81,13 @@ asan:
 
 unit-bins: $(UNIT_BINS)
 
-# The dispatcher, operate and Kafka suites against build-asan/outboxd. A dispatcher still
-# running at the end of a test gets SIGTERM (so LeakSanitizer runs at its exit), and a
-# sanitizer report in any dispatcher's log fails the test (tests/integration/conftest.py).
+# The dispatcher, lease-fault, operate and Kafka suites against build-asan/outboxd. A
+# dispatcher still running at the end of a test gets SIGTERM (so LeakSanitizer runs at its
+# exit), and a sanitizer report in any dispatcher's log fails the test
+# (tests/integration/conftest.py).
 test-asan: asan
 	OUTBOXD_BIN=$(CURDIR)/build-asan/outboxd OUTBOXD_SANITIZED=1 /usr/bin/python3 -m pytest \
-	    -p no:cacheprovider -q tests/integration/test_dispatcher.py \
+	    -p no:cacheprovider -q tests/integration/test_dispatcher.py tests/integration/test_fault_lease.py \
 	    tests/integration/test_operate.py tests/integration/test_kafka_mirror.py
 
 # The fault suite: every tests/integration/test_fault_*.py (kill -9, PostgreSQL restart and
