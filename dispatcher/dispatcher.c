@@ -320,6 +320,12 @@ static void stop_loop(struct dispatcher *d)
 	event_base_loopexit(d->base, NULL);
 }
 
+/* A connection with queries that may still reach the database. */
+static int sending(const struct pgconn *c)
+{
+	return pg_ready(c) && pg_pending(c) > 0;
+}
+
 void dispatcher_maybe_finish_drain(struct dispatcher *d)
 {
 	if (d->state != RUN_DRAINING)
@@ -338,9 +344,7 @@ void dispatcher_maybe_finish_drain(struct dispatcher *d)
 		d->exit_code = 1;
 	}
 	/* let the last bookkeeping (the idle mark's removal, a renewal) reach the database */
-	if (((pg_ready(d->work) && pg_pending(d->work) > 0) ||
-	     (pg_ready(d->outcomes) && pg_pending(d->outcomes) > 0)) &&
-	    clock_mono_ms() < d->drain_deadline_ms + 5000)
+	if ((sending(d->work) || sending(d->outcomes)) && clock_mono_ms() < d->drain_deadline_ms + 5000)
 		return;
 	stop_loop(d);
 }

@@ -114,6 +114,15 @@ static int sqlstate_transient(const char *st)
 	return 0;
 }
 
+/* Nothing owed from before a reconnect any more (written, or given up): claims resume. */
+static void caught_up(struct dispatcher *d)
+{
+	if (!d->outcomes_behind)
+		return;
+	d->outcomes_behind = 0;
+	claim_kick(d);
+}
+
 static void on_flush_done(void *arg, const struct pg_result *res, const char *err)
 {
 	struct dispatcher *d = arg;
@@ -133,8 +142,7 @@ static void on_flush_done(void *arg, const struct pg_result *res, const char *er
 			json_decref(d->flushing_releases);
 			d->flushing_results = d->flushing_releases = NULL;
 			d->flush_errors = 0;
-			d->outcomes_behind = 0;
-			claim_kick(d);
+			caught_up(d);
 			dispatcher_maybe_finish_drain(d);
 			return;
 		}
@@ -154,10 +162,7 @@ static void on_flush_done(void *arg, const struct pg_result *res, const char *er
 		json_decref(d->flushing_results);
 		json_decref(d->flushing_releases);
 		d->flushing_results = d->flushing_releases = NULL;
-		if (d->outcomes_behind) {
-			d->outcomes_behind = 0;
-			claim_kick(d);
-		}
+		caught_up(d);
 		if (outcome_waiting(d))
 			outcome_kick(d);
 		dispatcher_maybe_finish_drain(d);
