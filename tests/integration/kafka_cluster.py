@@ -67,6 +67,16 @@ def _cds():
     return [f"-XX:SharedArchiveFile={archives[0]}"] if archives else []
 
 
+def kafka_cluster_id(rand=uuid.uuid4):
+    """A KRaft cluster id: 16 random bytes, URL-safe base64. One id in 64 would begin with
+    '-', which kafka-storage's argument parser takes for an option (Kafka's own random-uuid
+    redraws those), so redraw them here too."""
+    while True:
+        cid = base64.urlsafe_b64encode(rand().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
 class KafkaCluster:
     def __init__(self, partitions=3):
         self.partitions = partitions
@@ -93,7 +103,7 @@ class KafkaCluster:
             self.nodes[i] = {"port": ports[2 * i - 2], "cport": ports[2 * i - 1],
                              "dir": os.path.join(self.dir, f"node{i}"), "proc": None}
         voters = ",".join(f"{i}@127.0.0.1:{n['cport']}" for i, n in self.nodes.items())
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = kafka_cluster_id()
         formats = []
         for i, n in self.nodes.items():
             os.makedirs(n["dir"])

@@ -4,8 +4,9 @@ restarted. Every committed event arrives (duplicates only with the same id heade
 order is kept, and the time for that partition to resume is printed."""
 import threading
 import time
+import uuid
 
-from kafka_cluster import KafkaCluster, kafka_cluster  # noqa: F401  (fixture)
+from kafka_cluster import KafkaCluster, kafka_cluster, kafka_cluster_id  # noqa: F401  (fixture)
 from outboxd_proc import wait_for
 from test_kafka_mirror import _check_topic, _env, _join, _prefix, _produce, _setup_counters, _wait_published
 
@@ -13,6 +14,14 @@ from test_kafka_mirror import _check_topic, _env, _join, _prefix, _produce, _set
 def _published_in(db, partition):
     return int(db.scalar("SELECT count(*) FROM outbox.events "
                          f"WHERE state = 'published' AND kafka_partition = {int(partition)}"))
+
+
+def test_a_cluster_id_never_begins_with_a_dash():
+    """kafka-storage format reads '-t -x...' as a missing value; an id drawn as 0xf8.. would."""
+    draws = iter([uuid.UUID(bytes=b"\xf8" + b"\x00" * 15), uuid.UUID(bytes=b"\x10" * 16)])
+    cid = kafka_cluster_id(lambda: next(draws))
+    assert cid == "EBAQEBAQEBAQEBAQEBAQEA"
+    assert not kafka_cluster_id(lambda: uuid.UUID(bytes=b"\x00" * 16)).startswith("-")
 
 
 class Stream(threading.Thread):
