@@ -186,6 +186,9 @@ BEGIN
 
     -- The locking SELECT sits in a MATERIALIZED CTE so it runs exactly once: the
     -- `id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` form can update more than n rows.
+    -- The UPDATE reaches the claimed rows through "id = ANY" on the primary key, not a join:
+    -- the generic plan of a join, made while the table was nearly empty, walked the whole
+    -- primary key on every claim as the table filled (sql/60_plans.sql).
     RETURN QUERY
     WITH c AS MATERIALIZED (
         SELECT m.id
@@ -201,8 +204,7 @@ BEGIN
                lease_expires_at = now() + make_interval(secs => p_lease_seconds),
                attempts = m.attempts + 1,
                updated_at = now()
-          FROM c
-         WHERE m.id = c.id
+         WHERE m.id = ANY (ARRAY(SELECT c.id FROM c))
         RETURNING m.*
     )
     SELECT u.id, u.attempts, u.message_id, u.sender, u.recipients, u.cc, u.bcc, u.reply_to,
@@ -246,6 +248,24 @@ $fn$;
 COMMENT ON FUNCTION outbox.check_attempts_arg(text, bigint[], integer[]) IS
     'Raises 22023 unless p_attempts is NULL or as long as p_ids';
 
+-- The attempts of renew and release by id (id text -> attempt), NULL without p_attempts.
+-- They look the attempt up rather than join the ids: their UPDATE then reaches rows only
+-- through "id = ANY (p_ids)" on the primary key whatever the statistics say (the plans are
+-- kept generic; a join planned while outbox.messages was nearly empty walked the whole
+-- primary key on every call until the next ANALYZE, see outbox.complete).
+CREATE OR REPLACE FUNCTION outbox.attempts_by_id(p_ids bigint[], p_attempts integer[])
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+AS $fn$
+    SELECT CASE WHEN p_attempts IS NOT NULL
+                THEN coalesce((SELECT jsonb_object_agg(x.id::text, x.attempt)
+                                 FROM unnest(p_ids, p_attempts) AS x(id, attempt)
+                                WHERE x.id IS NOT NULL), '{}')
+           END;
+$fn$;
+COMMENT ON FUNCTION outbox.attempts_by_id(bigint[], integer[]) IS
+    'Internal (renew, release): p_attempts keyed by the id at the same position, NULL without p_attempts';
+
 -- Extends to now() + p_lease_seconds the leases that p_owner still holds among p_ids, each
 -- for the attempt at the same position of p_attempts (the attempt its claim returned), so
 -- a row the same owner has claimed again since is not touched by the older claim. With
@@ -259,16 +279,17 @@ SECURITY DEFINER
 SET search_path = pg_catalog, outbox
 AS $fn$
 DECLARE
-    n integer;
+    n        integer;
+    att      jsonb := outbox.attempts_by_id(p_ids, p_attempts);
 BEGIN
     PERFORM outbox.check_lease_args('renew', p_owner, coalesce(p_lease_seconds, 0));
     PERFORM outbox.check_attempts_arg('renew', p_ids, p_attempts);
     PERFORM outbox.note_session(p_owner);
     UPDATE outbox.messages m
        SET lease_expires_at = now() + make_interval(secs => p_lease_seconds)
-      FROM unnest(p_ids, p_attempts) AS x(id, attempt)
-     WHERE m.id = x.id AND (p_attempts IS NULL OR m.attempts = x.attempt)
-       AND m.state = 'sending' AND m.lease_owner = p_owner;
+     WHERE m.id = ANY (p_ids)
+       AND (p_attempts IS NULL OR m.attempts = (att ->> m.id::text)::integer)
+       AND (m.state = 'sending') IS TRUE AND m.lease_owner = p_owner;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
@@ -298,7 +319,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, outbox
 AS $fn$
 DECLARE
-    n integer;
+    n        integer;
+    att      jsonb := outbox.attempts_by_id(p_ids, p_attempts);
 BEGIN
     PERFORM outbox.check_lease_args('release', p_owner, NULL);
     PERFORM outbox.check_attempts_arg('release', p_ids, p_attempts);
@@ -309,9 +331,9 @@ BEGIN
            lease_owner = NULL,
            lease_expires_at = NULL,
            updated_at = now()
-      FROM unnest(p_ids, p_attempts) AS x(id, attempt)
-     WHERE m.id = x.id AND (p_attempts IS NULL OR m.attempts = x.attempt)
-       AND m.state = 'sending' AND m.lease_owner = p_owner;
+     WHERE m.id = ANY (p_ids)
+       AND (p_attempts IS NULL OR m.attempts = (att ->> m.id::text)::integer)
+       AND (m.state = 'sending') IS TRUE AND m.lease_owner = p_owner;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 AND EXISTS (SELECT 1 FROM outbox.dispatcher_idle d WHERE d.channel = 'outbox_messages') THEN
         PERFORM pg_notify('outbox_messages', '');

@@ -25,6 +25,13 @@
 -- outbox.complete's statement costs about 0.6 ms, more than running it: its main statement
 -- took 0.30-0.35 ms a call in the rounds after a TRUNCATE against 0.13-0.15 ms with a large
 -- history. With the paths held as above, the generic plan is the plan wanted for any values.
+--
+-- A generic plan is made once, at the table's size of that moment, and kept until the next
+-- ANALYZE or VACUUM: made while outbox.messages was nearly empty (after a TRUNCATE, or a
+-- purge and a vacuum at a quiet hour), a join of the given ids to the table walked the whole
+-- primary key on every call as the table filled. So the outcome write, renew and release
+-- reach their rows only through "id = ANY (ids)" and look each row's result up by id
+-- (sql/10_lease.sql, sql/11_complete.sql); tests/sql/11_plans.sql runs them that way.
 ALTER FUNCTION outbox.claim(text, integer, integer, boolean)
     SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
     SET enable_bitmapscan = off SET enable_sort = off SET jit = off

@@ -13,7 +13,8 @@ Knobs (defaults are sized for a shared 2-core machine; raise them on a real one)
              BENCH_LAT_PRODUCERS (1 up to 600 msg/s, else 3 connections)
              BENCH_LAT_TRACE=dir: per round, every message's commit time, lateness and both
              latencies (CSV) and the statements of pg_stat_statements; the server's log with
-             autovacuum runs and statements over 5 ms
+             autovacuum runs and statements over 5 ms; with BENCH_LAT_EXPLAIN_MS=n also the
+             plan of every statement, nested ones included, that took over n ms (auto_explain)
   scaling  : BENCH_REPLICAS="1 2 4 8" BENCH_POOLS="4" BENCH_DELAYS_MS="0 20"
              BENCH_SCALE_SECONDS=10 BENCH_STEADY_RATE=100 BENCH_PIPELINING=1 (relay offers it)
   BENCH_NAPTIME=2s  autovacuum_naptime of the benchmark's cluster (compressed time)
@@ -98,10 +99,13 @@ class Stack:
         # time is compressed (retention in seconds), so autovacuum's one-minute naptime is too
         self.sql("ALTER SYSTEM SET autovacuum_naptime = %s", (ENV("BENCH_NAPTIME", "2s"),))
         if TRACE:
+            self.sql("LOAD 'auto_explain'")
             for k, v in (("log_autovacuum_min_duration", "0"), ("log_min_duration_statement", "5ms"),
                          ("log_checkpoints", "on"), ("log_line_prefix", "%m [%p] %a: "),
-                         ("shared_preload_libraries", "pg_stat_statements")):
+                         ("auto_explain.log_min_duration", ENV("BENCH_LAT_EXPLAIN_MS", "-1")),
+                         ("auto_explain.log_nested_statements", "on")):
                 self.sql(f"ALTER SYSTEM SET {k} = %s", (v,))
+            self.sql("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements', 'auto_explain'")
             self.db.close()
             subprocess.run(["bash", PG_LOCAL, "restart", self.pgdir], check=True, capture_output=True, timeout=120)
             self.db = psycopg2.connect(self.url)
