@@ -186,9 +186,8 @@ BEGIN
 
     -- The locking SELECT sits in a MATERIALIZED CTE so it runs exactly once: the
     -- `id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` form can update more than n rows.
-    -- The UPDATE reaches the claimed rows through "id = ANY" on the primary key, not a join:
-    -- the generic plan of a join, made while the table was nearly empty, walked the whole
-    -- primary key on every claim as the table filled (sql/60_plans.sql).
+    -- The UPDATE reaches the claimed rows through "id = ANY" on the primary key, not a join
+    -- (sql/60_plans.sql).
     RETURN QUERY
     WITH c AS MATERIALIZED (
         SELECT m.id
@@ -249,10 +248,8 @@ COMMENT ON FUNCTION outbox.check_attempts_arg(text, bigint[], integer[]) IS
     'Raises 22023 unless p_attempts is NULL or as long as p_ids';
 
 -- The attempts of renew and release by id (id text -> attempt), NULL without p_attempts.
--- They look the attempt up rather than join the ids: their UPDATE then reaches rows only
--- through "id = ANY (p_ids)" on the primary key whatever the statistics say (the plans are
--- kept generic; a join planned while outbox.messages was nearly empty walked the whole
--- primary key on every call until the next ANALYZE, see outbox.complete).
+-- They look the attempt up rather than join the ids, so that their UPDATE reaches rows only
+-- through "id = ANY (p_ids)" on the primary key (sql/60_plans.sql).
 CREATE OR REPLACE FUNCTION outbox.attempts_by_id(p_ids bigint[], p_attempts integer[])
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE

@@ -56,13 +56,9 @@ BEGIN
                              left(bad, 200));
     END IF;
 
-    -- One result per id, looked up by id (res: id text -> result) rather than joined: the
-    -- UPDATE then reaches rows only through "id = ANY (ids)" on the primary key, a path that
-    -- costs the batch whatever the statistics say. Joined to the results, its plan (kept
-    -- generic, sql/60_plans.sql) could be made while the table was nearly empty, after a
-    -- TRUNCATE or on a new install, and then walked the whole primary key for every batch
-    -- until the next ANALYZE: measured at 1000 msg/s with autovacuum's one-minute naptime,
-    -- p50 0.9 -> 8 ms and p99 3 -> 90 ms in the first minute after a TRUNCATE.
+    -- One result per id, looked up by id (res: id text -> result) rather than joined, so
+    -- that the UPDATE reaches rows only through "id = ANY (ids)" on the primary key
+    -- (sql/60_plans.sql: why a join here walked the whole table).
     SELECT jsonb_object_agg(r.id::text, to_jsonb(r)), array_agg(r.id)
       INTO res, ids
       FROM (SELECT DISTINCT ON (x.id) x.*

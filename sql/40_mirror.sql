@@ -98,9 +98,8 @@ BEGIN
     PERFORM outbox.mirror_check_leader('mirror_mark_published');
     -- The given ids through the primary key, whatever the statistics say: a hash join read
     -- the whole table for a few hundred rows, an index condition on state walked every
-    -- pending row ("IS TRUE" keeps it a filter), and a join planned while the table was
-    -- nearly empty walked the whole primary key on every call as it filled (plans are kept:
-    -- see sql/60_plans.sql). Each row's report is looked up by id, not joined.
+    -- pending row ("IS TRUE" keeps it a filter), and a join with the ids could walk the whole
+    -- primary key (sql/60_plans.sql). Each row's report is looked up by id, not joined.
     UPDATE outbox.events e
        SET state = 'published', published_at = now(),
            kafka_partition = (reports -> e.id::text ->> 0)::integer,
